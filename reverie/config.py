@@ -1,0 +1,420 @@
+"""Typed configuration: dataclasses, named presets composed in order, then `key=value` overrides.
+
+A config is a tree of dataclasses. Presets are YAML files in `reverie/presets/` whose keys are
+dotted paths (`model.rssm.deter: 512`); a key may hold `*` wildcards (`"*.units": 64`) to set every
+matching field, as the size presets do. Overrides on the command line use the same paths.
+Unknown keys and values of the wrong type raise `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class EnvConfig:
+    id: str = "CartPole-v1"  # Gymnasium id, `module:EnvId`, or a suite id such as `dmc:walker_walk`
+    num_envs: int = 1  # parallel training envs; worker processes when > 1
+    parallel: bool = True  # use worker processes when num_envs > 1
+    eval_envs: int = 1
+    action_repeat: int = 1
+    max_episode_steps: int = 0  # 0 keeps the env's own time limit
+    image_size: tuple[int, int] = (64, 64)  # for suites that render images
+
+
+@dataclass
+class RunConfig:
+    steps: int = 50_000  # total env (policy) steps of the run; a resumed run continues up to it
+    prefill: int = 1000  # random-policy steps before training starts
+    train_ratio: float = 512.0  # replayed steps per policy step (DESIGN §3)
+    eval_every: int = 5000  # policy steps between evaluations; 0 disables
+    eval_episodes: int = 10
+    log_every: float = 20.0  # seconds between metric rows
+    checkpoint_every: float = 10.0  # minutes between checkpoints
+    keep_checkpoints: int = 3
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    precision: str = "float32"  # float32 | bfloat16 (autocast)
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = 1_000_000  # steps, FIFO
+    online: bool = True  # train on every fresh sequence once before sampling uniformly
+
+
+@dataclass
+class RSSMConfig:
+    deter: int = 512
+    hidden: int = 64
+    stoch: int = 32  # number of categorical latents
+    classes: int = 4  # classes per latent
+    blocks: int = 8  # block-diagonal GRU groups
+    unimix: float = 0.01
+    img_layers: int = 2
+    obs_layers: int = 1
+    dyn_layers: int = 1
+    free_nats: float = 1.0
+
+
+@dataclass
+class EncoderConfig:
+    mlp_keys: str = ".*"  # regex over observation keys routed to the MLP (non-image keys)
+    cnn_keys: str = ".*"  # regex over observation keys routed to the CNN (3-D uint8 keys)
+    units: int = 64
+    layers: int = 3
+    depth: int = 4  # CNN channels = depth × mults
+    mults: tuple[int, ...] = (2, 3, 4, 4)
+    kernel: int = 5
+    symlog: bool = True
+
+
+@dataclass
+class DecoderConfig:
+    mlp_keys: str = ".*"
+    cnn_keys: str = ".*"
+    units: int = 64
+    layers: int = 3
+    depth: int = 4
+    mults: tuple[int, ...] = (2, 3, 4, 4)
+    kernel: int = 5
+    block_space: int = 8  # block groups of the deter → spatial projection
+
+
+@dataclass
+class HeadConfig:
+    units: int = 64
+    layers: int = 1
+    bins: int = 255
+    outscale: float = 1.0
+
+
+@dataclass
+class LossScales:
+    rec: float = 1.0
+    rew: float = 1.0
+    con: float = 1.0
+    dyn: float = 1.0
+    rep: float = 0.1
+    policy: float = 1.0
+    value: float = 1.0
+    repval: float = 0.3
+
+
+@dataclass
+class ModelConfig:
+    act: str = "silu"
+    norm: str = "rms"  # rms | layer | none
+    rssm: RSSMConfig = field(default_factory=RSSMConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    reward: HeadConfig = field(default_factory=lambda: HeadConfig(outscale=0.0))
+    cont: HeadConfig = field(default_factory=HeadConfig)
+    contdisc: bool = True  # fold the discount into the continue target (current version)
+
+
+@dataclass
+class ActorConfig:
+    units: int = 64
+    layers: int = 3
+    minstd: float = 0.1
+    maxstd: float = 1.0
+    unimix: float = 0.01
+    outscale: float = 0.01
+    entropy: float = 3e-4
+
+
+@dataclass
+class CriticConfig:
+    units: int = 64
+    layers: int = 3
+    bins: int = 255
+    outscale: float = 0.0
+    slow_rate: float = 0.02  # EMA rate of the slow critic per update
+    slow_reg: float = 1.0  # weight of the loss towards the slow critic
+
+
+@dataclass
+class ReturnNormConfig:
+    rate: float = 0.01  # EMA rate: decay 0.99
+    limit: float = 1.0  # scale = max(limit, P_hi − P_lo)
+    lo: float = 5.0
+    hi: float = 95.0
+
+
+@dataclass
+class BehaviorConfig:
+    imag_horizon: int = 15
+    horizon: int = 333  # γ = 1 − 1/horizon
+    lam: float = 0.95
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    retnorm: ReturnNormConfig = field(default_factory=ReturnNormConfig)
+    repval: bool = True  # replay value loss
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 4e-5
+    eps: float = 1e-20
+    beta1: float = 0.9
+    beta2: float = 0.999
+    agc: float = 0.3  # adaptive gradient clipping; 0 disables
+    agc_pmin: float = 1e-3
+    warmup: int = 1000  # linear lr warm-up in updates
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    logdir: str = ""
+    batch_size: int = 16
+    batch_length: int = 64
+    env: EnvConfig = field(default_factory=EnvConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss_scales: LossScales = field(default_factory=LossScales)
+
+
+# --------------------------------------------------------------------------------------------
+# Paths, values and types
+
+
+def leaf_paths(cfg: Any, prefix: str = "") -> dict[str, type]:
+    """Every dotted leaf path of a config tree with its declared type."""
+    hints = typing.get_type_hints(type(cfg))
+    paths: dict[str, type] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            paths.update(leaf_paths(value, path + "."))
+        else:
+            paths[path] = hints[f.name]
+    return paths
+
+
+def get(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _set(cfg: Any, path: str, value: Any) -> None:
+    *parents, name = path.split(".")
+    for part in parents:
+        cfg = getattr(cfg, part)
+    setattr(cfg, name, value)
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def coerce(path: str, kind: Any, value: Any) -> Any:
+    """Convert `value` (from YAML or a command-line string) to the declared type or raise."""
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+                return value.lower() in _TRUE
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if not isinstance(value, int):
+                raise ValueError
+            return value
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, str):
+                return float(value)
+            if not isinstance(value, (int, float)):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if origin is tuple:
+            args = typing.get_args(kind)
+            if isinstance(value, str):
+                value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            item = args[0]
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(coerce(path, item, v) for v in value)
+            if len(value) != len(args):
+                raise ValueError
+            return tuple(coerce(path, a, v) for a, v in zip(args, value))
+    except (ValueError, TypeError, yaml.YAMLError):
+        pass
+    else:
+        raise ConfigError(f"config key '{path}' has an unsupported type {kind}")
+    name = getattr(kind, "__name__", str(kind))
+    raise ConfigError(
+        f"config key '{path}' expects {name}, got {value!r}; fix the value, e.g. {path}={get_example(kind)}"
+    )
+
+
+def get_example(kind: Any) -> str:
+    if kind is bool:
+        return "true"
+    if kind is int:
+        return "4"
+    if kind is float:
+        return "0.5"
+    if typing.get_origin(kind) is tuple:
+        return "[64,64]"
+    return "text"
+
+
+# --------------------------------------------------------------------------------------------
+# Applying presets and overrides
+
+
+def update(cfg: Config, values: dict[str, Any], source: str = "override") -> Config:
+    """Set dotted (possibly wildcard) keys in place; raise `ConfigError` for unknown keys."""
+    paths = leaf_paths(cfg)
+    for key, value in _flatten(values).items():
+        matches = [p for p in paths if fnmatch.fnmatchcase(p, key)] if "*" in key else [key]
+        if not matches or ("*" not in key and key not in paths):
+            hint = difflib.get_close_matches(key, list(paths), n=1)
+            fix = f"did you mean '{hint[0]}'?" if hint else "see `reverie train --help-config`"
+            raise ConfigError(f"unknown config key '{key}' in {source}; {fix}")
+        for path in matches:
+            _set(cfg, path, coerce(path, paths[path], value))
+    return cfg
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        key = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+DEFAULT_PRESETS = {"agent": "dreamerv3", "suite": "classic"}
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The preset's values, with its `_kind` (agent | size | suite) under the key `_kind`."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(
+            f"unknown preset '{name}'; choose from: {', '.join(available_presets())}"
+        )
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def compose_presets(names: list[str]) -> list[str]:
+    """Default presets for the kinds the user did not name, followed by the user's in order."""
+    kinds = {load_preset(n).get("_kind") for n in names}
+    defaults = [p for kind, p in DEFAULT_PRESETS.items() if kind not in kinds]
+    return defaults + list(names)
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    overrides = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value, e.g. run.train_ratio=64")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value
+    return overrides
+
+
+def make_config(
+    presets: list[str] = (),
+    overrides: dict[str, Any] | list[str] | None = None,
+    base: Config | None = None,
+) -> Config:
+    """Default config, then the named presets in order, then `key=value` overrides.
+
+    Callers that want the default presets (agent `dreamerv3`, suite `classic`) for the kinds the
+    user did not name pass `compose_presets(names)`.
+    """
+    cfg = base or Config()
+    for name in presets:
+        values = load_preset(name)
+        values.pop("_kind", None)
+        update(cfg, values, source=f"preset '{name}'")
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    if overrides:
+        update(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type alone does not express."""
+    checks = [
+        (cfg.batch_size >= 1, "batch_size must be ≥ 1"),
+        (cfg.batch_length >= 2, "batch_length must be ≥ 2"),
+        (cfg.env.num_envs >= 1, "env.num_envs must be ≥ 1"),
+        (cfg.env.action_repeat >= 1, "env.action_repeat must be ≥ 1"),
+        (cfg.run.train_ratio > 0, "run.train_ratio must be > 0"),
+        (cfg.run.precision in ("float32", "bfloat16"), "run.precision must be float32 or bfloat16"),
+        (cfg.model.rssm.deter % cfg.model.rssm.blocks == 0,
+         "model.rssm.deter must be divisible by model.rssm.blocks"),
+        (cfg.model.norm in ("rms", "layer", "none"), "model.norm must be rms, layer or none"),
+        (cfg.replay.capacity >= cfg.batch_length, "replay.capacity must be ≥ batch_length"),
+        (cfg.behavior.imag_horizon >= 1, "behavior.imag_horizon must be ≥ 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    def convert(value):
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    return {
+        f.name: to_dict(getattr(cfg, f.name))
+        if dataclasses.is_dataclass(getattr(cfg, f.name))
+        else convert(getattr(cfg, f.name))
+        for f in dataclasses.fields(cfg)
+    }
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load(path: str | Path) -> Config:
+    return make_config(overrides=yaml.safe_load(Path(path).read_text()) or {})
