@@ -1,0 +1,165 @@
+"""The DreamerV3 agent: world model + imagination actor-critic + one LaProp optimiser.
+
+Contract (DESIGN §3):
+    init_state(batch_size)          → recurrent carry {deter, stoch, action}
+    act(state, obs, mode)           → (state, action);  mode ∈ {"train", "eval", "random"}
+    train_step(batch)               → metrics (0-d tensors, no host sync)
+    report(batch)                   → open-loop predictions
+    state_dict() / load_state_dict  → weights, optimiser, return normaliser, slow critic
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from .behavior import ActorCritic
+from .config import Config
+from .optim import LaProp
+from .world_model import WorldModel
+
+STEP_KEYS = ("reward", "is_first", "is_last", "is_terminal")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_space: dict, act_space, cfg: Config, device: str | torch.device = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_space = dict(obs_space)
+        self.act_space = act_space
+        self.device = torch.device(device)
+        self.wm = WorldModel(obs_space, act_space.dim, cfg)
+        self.ac = ActorCritic(self.wm.feat_dim, act_space, cfg.behavior, cfg.model.norm, cfg.model.act)
+        self.obs_keys = sorted(set(self.wm.encoder.mlp_keys + self.wm.encoder.cnn_keys
+                                   + self.wm.decoder.mlp_keys + self.wm.decoder.cnn_keys))
+        self.to(self.device)
+        o = cfg.optim
+        params = [p for p in self.parameters() if p.requires_grad]
+        self.optimizer = LaProp(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, agc=o.agc,
+                                agc_pmin=o.agc_pmin, warmup=o.warmup)
+        scales = cfg.loss_scales
+        self.scales = {k: getattr(scales, k) for k in ("rec", "rew", "con", "dyn", "rep", "policy", "value", "repval")}
+
+    # ------------------------------------------------------------------------------------------
+    def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:
+        return self.wm.initial(batch_size, self.device)
+
+    def _autocast(self):
+        if self.cfg.run.precision == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def to_tensors(self, data: dict) -> dict[str, torch.Tensor]:
+        """numpy (or tensors) → tensors on the agent's device; uint8 images stay uint8."""
+        out = {}
+        for key, value in data.items():
+            tensor = torch.as_tensor(value)
+            if tensor.dtype == torch.float64:
+                tensor = tensor.float()
+            out[key] = tensor.to(self.device, non_blocking=True)
+        return out
+
+    @torch.no_grad()
+    def act(self, state: dict[str, torch.Tensor], obs: dict, mode: str = "train"):
+        """One policy step for N envs: obs holds (N, ...) observation keys and is_first (N,).
+        Returns the new state and actions (N, A) as a float32 numpy array in the agent's action
+        format (one-hots for discrete, [-1, 1] for continuous)."""
+        if mode not in ("train", "eval", "random"):
+            raise ValueError(f"unknown act mode '{mode}'; use train, eval or random")
+        data = self.to_tensors({k: obs[k] for k in self.wm.encoder.mlp_keys + self.wm.encoder.cnn_keys})
+        is_first = torch.as_tensor(obs["is_first"], device=self.device).bool()
+        with self._autocast():
+            tokens = self.wm.encoder(data)
+            rssm_state, _ = self.wm.rssm.observe_step(
+                {"deter": state["deter"], "stoch": state["stoch"]}, state["action"], tokens.float(), is_first)
+            policy = self.ac.actor(self.wm.features(rssm_state))
+        if mode == "random":
+            action = torch.as_tensor(self.act_space.sample_random(np.random.default_rng(), len(is_first)),
+                                     device=self.device, dtype=torch.float32)
+        else:
+            action = policy.sample() if mode == "train" else policy.mode()
+        action = action.float()
+        if not self.act_space.discrete:
+            action = action.clamp(-1.0, 1.0)
+        new_state = {"deter": rssm_state["deter"].float(), "stoch": rssm_state["stoch"].float(), "action": action}
+        return new_state, action.cpu().numpy()
+
+    # ------------------------------------------------------------------------------------------
+    def compute_losses(self, data: dict[str, torch.Tensor]):
+        """All losses of one update: ({name: per-sample loss}, metrics)."""
+        B = data["is_first"].shape[0]
+        with self._autocast():
+            losses, post, metrics = self.wm.loss(data, self.wm.initial(B, self.device))
+            ac_losses, ac_metrics = self.ac.loss(self.wm, post, data, self.cfg.model.contdisc)
+        losses.update(ac_losses)
+        metrics.update(ac_metrics)
+        return losses, metrics
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One gradient update of world model, actor and critic on a (B, T) batch."""
+        self.train()
+        data = self.to_tensors(batch)
+        losses, metrics = self.compute_losses(data)
+        total = sum(self.scales[k] * v.float().mean() for k, v in losses.items())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.ac.update_slow_critic()
+        metrics = {k: v.detach() for k, v in metrics.items()}
+        metrics.update({f"loss/{k}": v.detach().float().mean() for k, v in losses.items()})
+        metrics["loss/total"] = total.detach()
+        return metrics
+
+    @torch.no_grad()
+    def report(self, batch: dict, context: int = 5) -> dict[str, torch.Tensor]:
+        """Open-loop predictions: observe the first `context` steps of each sequence, then imagine
+        the rest from the recorded actions alone. Returns, per decoded key, the truth and the
+        prediction (B, T, ...) and the mean squared error of the open-loop part."""
+        self.eval()
+        data = self.to_tensors(batch)
+        B, T = data["is_first"].shape
+        wm = self.wm
+        obs = {k: data[k].flatten(0, 1) for k in wm.encoder.mlp_keys + wm.encoder.cnn_keys}
+        tokens = wm.encoder(obs).unflatten(0, (B, T))
+        initial = wm.initial(B, self.device)
+        prev_actions = torch.cat([initial["action"].unsqueeze(1), data["action"][:, :-1]], 1)
+        state, post = wm.rssm.observe(
+            {"deter": initial["deter"], "stoch": initial["stoch"]},
+            prev_actions[:, :context], tokens[:, :context], data["is_first"][:, :context])
+        deters, stochs = [post["deter"]], [post["stoch"]]
+        for t in range(context, T):
+            state = wm.rssm.imagine_step(state, prev_actions[:, t], sample=False)
+            deters.append(state["deter"].unsqueeze(1))
+            stochs.append(state["stoch"].unsqueeze(1))
+        deter, stoch = torch.cat(deters, 1), torch.cat(stochs, 1)
+        recon = wm.decoder(deter.flatten(0, 1), stoch.flatten(0, 1).flatten(-2))
+        out = {}
+        for key, dist in recon.items():
+            pred = dist.mode().unflatten(0, (B, T))
+            truth = data[key]
+            if key in wm.decoder.cnn_keys:
+                pred = (pred * 255).clamp(0, 255).to(torch.uint8)
+            out[f"openloop/{key}/truth"] = truth
+            out[f"openloop/{key}/pred"] = pred
+            err = (pred.float() - truth.float())[:, context:]
+            out[f"openloop/{key}/mse"] = err.square().mean()
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def state_dict(self, *args, **kwargs):
+        """Weights (incl. slow critic and return normaliser) and the optimiser state."""
+        return {"modules": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state["modules"], strict=strict, assign=assign)
+        self.optimizer.load_state_dict(state["optimizer"])
+        return result

@@ -1,0 +1,152 @@
+"""The Python API: train on an env id, instance or factory; load an agent from a logdir; act step
+by step with its recurrent state; evaluate.
+
+    import reverie
+    result = reverie.train("CartPole-v1", logdir="runs/cartpole", steps=20_000)
+    policy = reverie.load("runs/cartpole")
+    print(policy.evaluate(episodes=10))
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from . import config as config_lib
+from .agent import Agent, resolve_device
+from .config import Config
+from .envs import GymEnv, make_env, make_vec_env
+from .errors import CheckpointError, UserError
+from .run import checkpoint as ckpt
+from .run.evaluate import run_episodes
+from .run.train import train as _train_loop
+
+
+def build_config(
+    env: Any = None,
+    presets: list[str] | tuple[str, ...] = (),
+    overrides: dict[str, Any] | list[str] | None = None,
+    logdir: str | Path | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+) -> Config:
+    """Defaults for the kinds of preset not named, the named presets in order, then overrides."""
+    extra: dict[str, Any] = {}
+    if isinstance(env, str):
+        extra["env.id"] = env
+    if logdir is not None:
+        extra["logdir"] = str(logdir)
+    if steps is not None:
+        extra["run.steps"] = steps
+    if seed is not None:
+        extra["seed"] = seed
+    if isinstance(overrides, list):
+        overrides = config_lib.parse_overrides(overrides)
+    cfg = config_lib.make_config(config_lib.compose_presets(list(presets)), {**(overrides or {}), **extra})
+    if cfg.run.steps < 1:
+        raise UserError(f"--steps must be a positive number of env steps, got {cfg.run.steps}")
+    return cfg
+
+
+def train(
+    env: str | gym.Env | Any = "CartPole-v1",
+    logdir: str | Path | None = None,
+    presets: list[str] | tuple[str, ...] = (),
+    steps: int | None = None,
+    seed: int | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train DreamerV3 (or the agent the presets name) on `env`: a Gymnasium id, a `module:EnvId`
+    string, a `gymnasium.Env` instance or a zero-argument factory. Resumes if `logdir` holds a run.
+    Returns {"step", "updates", "episodes", "eval", "logdir"}."""
+    logdir = Path(logdir) if logdir is not None else Path("runs") / _default_name(env)
+    saved = logdir / "config.yaml"
+    if saved.exists():
+        cfg = config_lib.load(saved)
+        if steps is not None:
+            cfg.run.steps = int(steps)
+    else:
+        cfg = build_config(env, presets, overrides, logdir, steps, seed)
+    spec = None if isinstance(env, str) else env
+    return _train_loop(cfg, spec, progress)
+
+
+def _default_name(env: Any) -> str:
+    name = env if isinstance(env, str) else type(env).__name__
+    return name.replace(":", "_").replace("/", "_")
+
+
+class Policy:
+    """A trained agent loaded from a logdir, acting on Reverie step dicts (see `make_env`)."""
+
+    def __init__(self, agent: Agent, cfg: Config, env_spec: Any = None):
+        self.agent, self.cfg, self.env_spec = agent, cfg, env_spec
+
+    def make_env(self, seed: int = 0) -> GymEnv:
+        """One env of the kind the agent was trained on, speaking step dicts."""
+        return make_env(self.env_spec, self.cfg.env, seed)
+
+    def initial_state(self, batch_size: int = 1) -> dict[str, torch.Tensor]:
+        return self.agent.init_state(batch_size)
+
+    def act(self, step: dict[str, np.ndarray], state: dict[str, torch.Tensor], mode: str = "eval"):
+        """One step for a single env: `step` is the env's step dict (unbatched). Returns
+        (action vector, new state); pass the action to `GymEnv.step`."""
+        batched = {k: np.asarray(v)[None] for k, v in step.items()}
+        state, action = self.agent.act(state, batched, mode)
+        return action[0], state
+
+    def evaluate(self, episodes: int = 10, mode: str = "eval", seed: int = 12345) -> dict[str, float]:
+        envs = make_vec_env(self.env_spec, self.cfg.env, 1, seed)
+        try:
+            return run_episodes(self.agent, envs, episodes, mode)
+        finally:
+            envs.close()
+
+
+def load(logdir: str | Path, env: Any = None, device: str = "auto") -> Policy:
+    """Load the newest checkpoint of a run. `env` is needed only when the run was trained on an
+    env instance or factory rather than an id."""
+    logdir = Path(logdir)
+    if not (logdir / "config.yaml").exists():
+        raise CheckpointError(f"{logdir} holds no run (no config.yaml); pass the --logdir of a training run")
+    cfg = config_lib.load(logdir / "config.yaml")
+    spec = env if env is not None else cfg.env.id
+    if isinstance(spec, gym.Env):
+        spec = copy.deepcopy(spec)
+    probe = make_env(spec, cfg.env, 0)
+    device = resolve_device(device)
+    agent = Agent(probe.obs_space, probe.act_space, cfg, device)
+    probe.close()
+    found = ckpt.load_latest_checkpoint(logdir / "checkpoints", map_location=device)
+    if found is None:
+        raise CheckpointError(f"{logdir / 'checkpoints'} holds no checkpoint; train first or check the path")
+    path, payload = found
+    try:
+        agent.load_state_dict(payload["agent"])
+    except (RuntimeError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {path} does not match {logdir / 'config.yaml'}: "
+                              f"{str(error).splitlines()[0]}") from None
+    agent.eval()
+    return Policy(agent, cfg, spec)
+
+
+def evaluate(logdir: str | Path, episodes: int = 10, mode: str = "eval", env: Any = None,
+             write: bool = True) -> dict[str, float]:
+    """Evaluate the newest checkpoint; with `write`, append the result to logdir/eval.json."""
+    policy = load(logdir, env)
+    result = policy.evaluate(episodes, mode)
+    if write:
+        path = Path(logdir) / "eval.json"
+        history = json.loads(path.read_text()) if path.exists() else []
+        step = int(ckpt.list_checkpoints(Path(logdir) / "checkpoints")[-1].stem.split("_")[1])
+        history.append({"step": step, "mode": mode, **result})
+        ckpt.atomic_write_bytes(path, json.dumps(history, indent=1).encode())
+    return result

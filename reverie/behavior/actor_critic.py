@@ -1,0 +1,148 @@
+"""Actor and critic learnt only from trajectories imagined by the world model (DESIGN §4).
+
+From every posterior state of the replayed batch (B·T starts, stop-gradient), imagine H steps with
+the prior and the policy, then
+
+    R^λ_t = r_{t+1} + γc_{t+1}((1 − λ)v(s_{t+1}) + λR^λ_{t+1}),   R^λ_H = v(s_H)
+    adv_t = (R^λ_t − v(s_t)) / max(1, S),  S = EMA(P95(R^λ) − P5(R^λ))
+    L_actor = −sg(w_t)·(sg(adv_t)·ln π(a_t|s_t) + η·H[π(·|s_t)])          (REINFORCE)
+    L_critic = sg(w_t)·(twohot(R^λ_t) + 1.0·twohot(v_slow(s_t)))           (slow-critic regulariser)
+
+with w_t the cumulative product of the predicted continue (γ folded in). The replay value loss
+trains the critic on λ-returns of the replayed sequence, bootstrapped from the imagined returns,
+and its gradient also reaches the world model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..config import ActorConfig, BehaviorConfig
+from ..distributions import BoundedNormal, MultiOneHot
+from ..nets import MLP, Linear
+from ..world_model import ScalarHead, WorldModel
+
+
+class Actor(nn.Module):
+    """Policy π(a|s): one-hot categoricals with 1% unimix for discrete actions, Normal(tanh(μ), σ)
+    with σ ∈ [minstd, maxstd] for continuous ones. Output layers scaled by `outscale`."""
+
+    def __init__(self, feat_dim: int, act_space, cfg: ActorConfig, norm="rms", act="silu"):
+        super().__init__()
+        self.cfg = cfg
+        self.discrete = act_space.discrete
+        self.sizes = tuple(act_space.sizes)
+        self.mlp = MLP(feat_dim, cfg.units, cfg.layers, norm, act)
+        width = self.mlp.out_features
+        if self.discrete:
+            self.logits = Linear(width, act_space.dim, outscale=cfg.outscale)
+        else:
+            self.mean = Linear(width, act_space.dim, outscale=cfg.outscale)
+            self.std = Linear(width, act_space.dim, outscale=cfg.outscale)
+
+    def forward(self, feat: torch.Tensor):
+        x = self.mlp(feat)
+        if self.discrete:
+            return MultiOneHot(self.logits(x), self.sizes, self.cfg.unimix)
+        return BoundedNormal(self.mean(x), self.std(x), self.cfg.minstd, self.cfg.maxstd)
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, feat_dim: int, act_space, cfg: BehaviorConfig, norm="rms", act="silu"):
+        super().__init__()
+        self.cfg = cfg
+        self.discrete = act_space.discrete
+        self.actor = Actor(feat_dim, act_space, cfg.actor, norm, act)
+        c = cfg.critic
+        self.critic = ScalarHead(feat_dim, c.units, c.layers, "twohot", c.bins, c.outscale, norm, act)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        r = cfg.retnorm
+        self.retnorm = ops.ReturnNormalizer(r.rate, r.limit, r.lo, r.hi)
+        self.discount = 1.0 - 1.0 / cfg.horizon
+
+    @torch.no_grad()
+    def update_slow_critic(self) -> None:
+        """θ_slow ← (1 − rate)·θ_slow + rate·θ."""
+        slow = list(self.slow_critic.parameters())
+        torch._foreach_lerp_(slow, list(self.critic.parameters()), self.cfg.critic.slow_rate)
+
+    @torch.no_grad()
+    def imagine(self, wm: WorldModel, start: dict[str, torch.Tensor], horizon: int):
+        """Roll the prior forward with actions from the policy.
+
+        start: {"deter": (N, D), "stoch": (N, S, K)}. Returns features (N, H+1, F) and the action
+        taken in each of those states (N, H+1, A), the last one sampled but not executed.
+        """
+        state = start
+        feats, actions = [wm.features(state)], []
+        for _ in range(horizon):
+            action = self.actor(feats[-1]).sample()
+            actions.append(action)
+            state = wm.rssm.imagine_step(state, action)
+            feats.append(wm.features(state))
+        actions.append(self.actor(feats[-1]).sample())
+        return torch.stack(feats, 1), torch.stack(actions, 1)
+
+    def loss(self, wm: WorldModel, post: dict[str, torch.Tensor], data: dict[str, torch.Tensor], contdisc: bool):
+        """Imagination losses (policy, value) and the replay value loss (repval).
+
+        post: posterior sequence {deter (B, T, D), stoch (B, T, S, K)} with gradients (the replay
+        value loss trains the world model through it). Returns ({name: per-sample loss}, metrics).
+        """
+        B, T = data["is_first"].shape
+        start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B·T, ...)
+        feat, action = self.imagine(wm, start, self.cfg.imag_horizon)  # (N, H+1, F), (N, H+1, A)
+        with torch.no_grad():
+            reward = wm.reward(feat).mean()  # (N, H+1)
+            cont = wm.cont(feat).mean()  # (N, H+1): γ·(1 − terminal) when contdisc
+        disc = 1.0 if contdisc else self.discount
+        weight = torch.cumprod(disc * cont, 1) / disc  # (N, H+1)
+
+        value_dist = self.critic(feat)
+        value = value_dist.mean().detach()  # (N, H+1)
+        slow_value = self.slow_critic(feat).mean().detach()
+        ret = ops.lambda_return(reward, disc * cont, torch.full_like(cont, self.cfg.lam), value)  # (N, H)
+        if self.training:
+            self.retnorm.update(ret)
+        _, scale = self.retnorm.stats()
+        adv = (ret - value[:, :-1]) / scale  # (N, H)
+
+        policy = self.actor(feat)
+        logpi = policy.log_prob(action)[:, :-1]
+        entropy = policy.entropy()[:, :-1]
+        w = weight[:, :-1].detach()
+        losses = {"policy": -w * (logpi * adv.detach() + self.cfg.actor.entropy * entropy)}
+        critic_loss = value_dist.loss(torch.cat([ret, ret[:, -1:]], 1))[:, :-1]
+        slow_loss = value_dist.loss(slow_value)[:, :-1]
+        losses["value"] = w * (critic_loss + self.cfg.critic.slow_reg * slow_loss)
+
+        metrics = {
+            "imag/return": ret.mean(), "imag/adv_mag": adv.abs().mean(), "imag/value": value.mean(),
+            "imag/reward": reward.mean(), "imag/cont": cont.mean(), "imag/weight": weight.mean(),
+            "imag/entropy": entropy.mean(), "imag/return_scale": scale,
+        }
+        if self.cfg.repval:
+            boot = ret[:, 0].reshape(B, T)  # imagined return from each posterior state
+            losses["repval"] = self.replay_value_loss(post, data, boot, wm)
+        return losses, {k: v.detach() for k, v in metrics.items()}
+
+    def replay_value_loss(self, post, data, boot, wm: WorldModel) -> torch.Tensor:
+        """Critic loss towards λ-returns of the replayed sequence, bootstrapped from imagined returns.
+
+        R_t = r_{t+1} + γ(1 − term_{t+1})((1 − λ')·boot_{t+1} + λ'·R_{t+1}) with λ' = λ(1 − last_{t+1}).
+        Returns (B, T − 1), masked where the step is the last of an episode.
+        """
+        feat = wm.features(post)  # (B, T, F), gradients reach the world model
+        value_dist = self.critic(feat)
+        slow_value = self.slow_critic(feat).mean().detach()
+        live = (1.0 - data["is_terminal"].float()) * self.discount
+        cont = (1.0 - data["is_last"].float()) * self.cfg.lam
+        ret = ops.lambda_return(data["reward"].float(), live, cont, boot.detach())  # (B, T-1)
+        weight = 1.0 - data["is_last"].float()
+        critic_loss = value_dist.loss(torch.cat([ret, ret[:, -1:]], 1))[:, :-1]
+        slow_loss = value_dist.loss(slow_value)[:, :-1]
+        return weight[:, :-1] * (critic_loss + self.cfg.critic.slow_reg * slow_loss)

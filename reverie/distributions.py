@@ -1,0 +1,186 @@
+"""Output distributions with one interface: sample, mode, mean, log_prob, entropy, loss, kl.
+
+Each wraps the raw network output of a head. Event dimensions are summed by the distribution,
+so `log_prob`, `entropy`, `loss` and `kl` return one value per batch element.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import ops
+
+
+class Distribution:
+    def sample(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mode(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def entropy(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, target: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of a (stop-gradient) target."""
+        return -self.log_prob(target.detach())
+
+
+class OneHotCategorical(Distribution):
+    """Categoricals over the last dim with a uniform mix; samples are one-hot vectors with
+    straight-through gradients (sample + p − sg(p)). `event_dims` trailing dims (beyond the class
+    dim) are summed, e.g. 1 for the RSSM's (…, stoch, classes) latents."""
+
+    def __init__(self, logits: torch.Tensor, unimix: float = 0.0, event_dims: int = 0):
+        self.logits = ops.unimix_logits(logits.float(), unimix)
+        self.log_probs = torch.log_softmax(self.logits, -1)
+        self.probs = self.log_probs.exp()
+        self.sum_dims = tuple(range(-1 - event_dims, 0))
+
+    def _straight_through(self, index: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(index, self.probs.shape[-1]).to(self.probs.dtype)
+        return onehot + self.probs - self.probs.detach()
+
+    def sample(self) -> torch.Tensor:
+        # Gumbel-max: argmax(log p + G) with G = −log(E), E ~ Exp(1).
+        noise = torch.empty_like(self.log_probs).exponential_().log()
+        return self._straight_through((self.log_probs - noise).argmax(-1))
+
+    def mode(self) -> torch.Tensor:
+        return self._straight_through(self.probs.argmax(-1))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return (self.log_probs * value).sum(self.sum_dims)
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.probs * self.log_probs).sum(self.sum_dims)
+
+    def kl(self, other: "OneHotCategorical") -> torch.Tensor:
+        return (self.probs * (self.log_probs - other.log_probs)).sum(self.sum_dims)
+
+
+class MultiOneHot(Distribution):
+    """Independent one-hot categoricals of different sizes laid side by side on the last dim
+    (MultiDiscrete actions). Values are the concatenated one-hots."""
+
+    def __init__(self, logits: torch.Tensor, sizes: tuple[int, ...], unimix: float = 0.0):
+        self.sizes = tuple(sizes)
+        self.parts = [OneHotCategorical(x, unimix) for x in logits.split(self.sizes, -1)]
+
+    def sample(self):
+        return torch.cat([p.sample() for p in self.parts], -1)
+
+    def mode(self):
+        return torch.cat([p.mode() for p in self.parts], -1)
+
+    def log_prob(self, value):
+        return sum(p.log_prob(v) for p, v in zip(self.parts, value.split(self.sizes, -1)))
+
+    def entropy(self):
+        return sum(p.entropy() for p in self.parts)
+
+    @property
+    def max_entropy(self) -> float:
+        return sum(math.log(n) for n in self.sizes)
+
+
+class BoundedNormal(Distribution):
+    """Normal(tanh(μ), σ) with σ = (max − min)·sigmoid(x + 2) + min over the last dim (actions)."""
+
+    def __init__(self, mean: torch.Tensor, std_logit: torch.Tensor, minstd=0.1, maxstd=1.0):
+        self.mean = torch.tanh(mean.float())
+        self.std = (maxstd - minstd) * torch.sigmoid(std_logit.float() + 2.0) + minstd
+
+    def sample(self):
+        return self.mean + self.std * torch.randn_like(self.mean)
+
+    def mode(self):
+        return self.mean
+
+    def log_prob(self, value):
+        z = (value - self.mean) / self.std
+        return (-0.5 * z.square() - self.std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self):
+        return (0.5 * math.log(2 * math.pi * math.e) + self.std.log()).sum(-1)
+
+
+class TwoHot(Distribution):
+    """Categorical over fixed bins (symexp-spaced for DreamerV3); trained with the two-hot
+    cross-entropy, predicting Σ p_k·b_k. Reward and value heads."""
+
+    def __init__(self, logits: torch.Tensor, bins: torch.Tensor):
+        self.logits = logits.float()
+        self.bins = bins
+        self.log_probs = torch.log_softmax(self.logits, -1)
+
+    def mean(self) -> torch.Tensor:
+        return ops.twohot_mean(self.log_probs.exp(), self.bins)
+
+    mode = mean
+
+    def loss(self, target: torch.Tensor) -> torch.Tensor:
+        below, above, w_below, w_above = ops.twohot_indices(target.detach().float(), self.bins)
+        logp_below = self.log_probs.gather(-1, below.unsqueeze(-1)).squeeze(-1)
+        logp_above = self.log_probs.gather(-1, above.unsqueeze(-1)).squeeze(-1)
+        return -(w_below * logp_below + w_above * logp_above)
+
+
+class Bernoulli(Distribution):
+    """Bernoulli from a logit; soft targets in [0, 1] are allowed (the continue head's γ·(1 − term))."""
+
+    def __init__(self, logit: torch.Tensor):
+        self.logit = logit.float()
+
+    def mean(self):
+        return torch.sigmoid(self.logit)
+
+    def mode(self):
+        return (self.logit > 0).float()
+
+    def sample(self):
+        return torch.bernoulli(self.mean())
+
+    def log_prob(self, value):
+        return -F.binary_cross_entropy_with_logits(self.logit, value.float(), reduction="none")
+
+
+class SymlogMSE(Distribution):
+    """Squared error in symlog space, summed over the last `event_dims` dims (vector observations)."""
+
+    def __init__(self, pred: torch.Tensor, event_dims: int = 1, squash: bool = True):
+        self.pred = pred.float()
+        self.dims = tuple(range(-event_dims, 0))
+        self.squash = squash
+
+    def mode(self):
+        return ops.symexp(self.pred) if self.squash else self.pred
+
+    mean = mode
+
+    def loss(self, target):
+        target = target.detach().float()
+        target = ops.symlog(target) if self.squash else target
+        return (self.pred - target).square().sum(self.dims)
+
+
+class ImageMSE(Distribution):
+    """Sigmoid image prediction in [0, 1], MSE against x/255 summed over (H, W, C)."""
+
+    def __init__(self, pred: torch.Tensor):
+        self.pred = pred.float()
+
+    def mode(self):
+        return self.pred
+
+    mean = mode
+
+    def loss(self, target):
+        target = target.detach().float() / 255.0
+        return (self.pred - target).square().sum((-3, -2, -1))

@@ -1,0 +1,181 @@
+"""Network layers shared by every agent: Linear, Norm, MLP, BlockLinear, CNN encoder and decoder.
+
+Initialisation follows DreamerV3: truncated normal scaled by fan-in (std 1.1368/√fan_in,
+truncated at ±2σ), zero biases, and an `outscale` that shrinks (or zeroes) output layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+
+def trunc_normal_fan_in_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
+    std = 1.1368 * math.sqrt(1.0 / fan_in) * scale
+    if scale == 0.0:
+        nn.init.zeros_(weight)
+    else:
+        nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+
+
+def get_act(name: str) -> nn.Module:
+    acts = {"silu": nn.SiLU, "elu": nn.ELU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh,
+            "none": nn.Identity}
+    if name not in acts:
+        raise ConfigError(f"unknown activation '{name}'; choose from {', '.join(acts)}")
+    return acts[name]()
+
+
+class Linear(nn.Linear):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, outscale: float = 1.0):
+        super().__init__(in_features, out_features, bias)
+        trunc_normal_fan_in_(self.weight, in_features, outscale)
+        if bias:
+            nn.init.zeros_(self.bias)
+
+
+class Norm(nn.Module):
+    """RMSNorm or LayerNorm over the last dim (eps 1e-4 as in DreamerV3), or identity."""
+
+    def __init__(self, dim: int, kind: str = "rms", eps: float = 1e-4):
+        super().__init__()
+        if kind == "rms":
+            self.norm = nn.RMSNorm(dim, eps=eps)
+        elif kind == "layer":
+            self.norm = nn.LayerNorm(dim, eps=eps)
+        elif kind == "none":
+            self.norm = nn.Identity()
+        else:
+            raise ConfigError(f"unknown norm '{kind}'; choose rms, layer or none")
+
+    def forward(self, x):
+        return self.norm(x)
+
+
+class Dense(nn.Sequential):
+    """Linear → Norm → activation."""
+
+    def __init__(self, in_features: int, out_features: int, norm: str = "rms", act: str = "silu"):
+        super().__init__(Linear(in_features, out_features),
+                         Norm(out_features, norm), get_act(act))
+
+
+class MLP(nn.Sequential):
+    """`layers` Dense layers of `units` (an empty MLP passes its input through)."""
+
+    def __init__(self, in_features: int, units: int, layers: int, norm="rms", act="silu"):
+        dims = [in_features] + [units] * layers
+        super().__init__(*[Dense(a, b, norm, act) for a, b in zip(dims[:-1], dims[1:])])
+        self.out_features = dims[-1]
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear map with `blocks` groups: (..., G·I) → (..., G·O)."""
+
+    def __init__(self, in_features: int, out_features: int, blocks: int, outscale: float = 1.0):
+        super().__init__()
+        if in_features % blocks or out_features % blocks:
+            raise ConfigError(f"BlockLinear sizes {in_features}→{out_features} not divisible by {blocks} blocks")
+        self.blocks = blocks
+        self.weight = nn.Parameter(torch.empty(blocks, in_features // blocks, out_features // blocks))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        trunc_normal_fan_in_(self.weight, in_features // blocks, outscale)
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.blocks, x.shape[-1] // self.blocks).transpose(0, 1)  # (G, N, I)
+        x = torch.bmm(x, self.weight.to(x.dtype)).transpose(0, 1)  # (N, G, O)
+        return x.reshape(*lead, -1) + self.bias.to(x.dtype)
+
+
+class ChannelNorm(nn.Module):
+    """`Norm` over the channel dim of NCHW feature maps."""
+
+    def __init__(self, channels: int, kind: str = "rms"):
+        super().__init__()
+        self.norm = Norm(channels, kind)
+
+    def forward(self, x):  # (N, C, H, W)
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def cnn_stages(image_shape: tuple[int, int, int], depth: int, mults: tuple[int, ...]) -> tuple[int, int]:
+    """Check that halving H and W once per stage ends between 3 and 16 pixels; return (h, w)."""
+    h, w, _ = image_shape
+    factor = 2 ** len(mults)
+    if h % factor or w % factor or not (3 <= h // factor <= 16 and 3 <= w // factor <= 16):
+        raise ConfigError(
+            f"image size {h}×{w} does not fit {len(mults)} CNN stages: each side must be divisible by "
+            f"{factor} and end between 3 and 16 pixels; resize images (env.image_size) or change the CNN mults"
+        )
+    return h // factor, w // factor
+
+
+class ConvEncoder(nn.Module):
+    """Images (N, H, W, C) uint8 → x/255 − 0.5 → [conv k×k stride 1 → 2×2 max-pool → norm → act]
+    per stage with channels depth·mults → flattened features (N, h·w·C_last)."""
+
+    def __init__(self, image_shape, depth=4, mults=(2, 3, 4, 4), kernel=5, norm="rms", act="silu"):
+        super().__init__()
+        h, w = cnn_stages(image_shape, depth, mults)
+        layers, channels = [], image_shape[-1]
+        for mult in mults:
+            layers += [nn.Conv2d(channels, depth * mult, kernel, padding=kernel // 2),
+                       nn.MaxPool2d(2), ChannelNorm(depth * mult, norm), get_act(act)]
+            trunc_normal_fan_in_(layers[-4].weight, channels * kernel * kernel)
+            nn.init.zeros_(layers[-4].bias)
+            channels = depth * mult
+        self.net = nn.Sequential(*layers)
+        self.out_features = h * w * channels
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float() / 255.0 - 0.5  # (N, C, H, W)
+        return self.net(x).flatten(1)
+
+
+class ConvDecoder(nn.Module):
+    """Latent features → images in [0, 1] (N, H, W, C), mirroring the encoder.
+
+    The deterministic state maps to the smallest feature map through a block-diagonal projection
+    (`block_space` groups) and the stochastic state through a 2-layer MLP; their sum is normalised,
+    then each stage upsamples 2× (nearest), convolves, normalises and activates; a last conv gives
+    the channels and a sigmoid the intensities.
+    """
+
+    def __init__(self, deter: int, stoch: int, image_shape, depth=4, mults=(2, 3, 4, 4), kernel=5,
+                 units=64, block_space=8, norm="rms", act="silu"):
+        super().__init__()
+        self.h, self.w = cnn_stages(image_shape, depth, mults)
+        depths = [depth * m for m in mults]
+        self.channels = depths[-1]
+        space = self.h * self.w * self.channels
+        if deter % block_space or self.channels % block_space:
+            raise ConfigError(f"model.decoder.block_space={block_space} must divide deter and the last CNN depth")
+        self.block_space = block_space
+        self.from_deter = BlockLinear(deter, space, block_space)
+        self.from_stoch = nn.Sequential(Dense(stoch, 2 * units, norm, act), Linear(2 * units, space))
+        self.space_norm = nn.Sequential(Norm(self.channels, norm), get_act(act))
+        stages, channels = [], self.channels
+        for out in reversed(depths[:-1]):
+            stages += [nn.Upsample(scale_factor=2), nn.Conv2d(channels, out, kernel, padding=kernel // 2),
+                       ChannelNorm(out, norm), get_act(act)]
+            trunc_normal_fan_in_(stages[-3].weight, channels * kernel * kernel)
+            nn.init.zeros_(stages[-3].bias)
+            channels = out
+        stages += [nn.Upsample(scale_factor=2), nn.Conv2d(channels, image_shape[-1], kernel, padding=kernel // 2)]
+        trunc_normal_fan_in_(stages[-1].weight, channels * kernel * kernel)
+        nn.init.zeros_(stages[-1].bias)
+        self.net = nn.Sequential(*stages)
+
+    def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
+        g, h, w = self.block_space, self.h, self.w
+        x0 = self.from_deter(deter)  # (N, g·h·w·c/g)
+        x0 = x0.reshape(-1, g, h, w, self.channels // g).permute(0, 2, 3, 1, 4).reshape(-1, h, w, self.channels)
+        x1 = self.from_stoch(stoch).reshape(-1, h, w, self.channels)
+        x = self.space_norm(x0 + x1).permute(0, 3, 1, 2)  # (N, C, h, w)
+        return torch.sigmoid(self.net(x)).permute(0, 2, 3, 1)  # (N, H, W, C)

@@ -1,0 +1,128 @@
+"""Numerical building blocks of DreamerV3 (DESIGN §4), free of any module state but the normaliser.
+
+symlog/symexp, two-hot encoding over exponentially spaced bins, λ-returns, and the percentile
+return normaliser. Everything is written for tensors with arbitrary leading batch dimensions and
+without host synchronisation, so it can sit inside a compiled training update.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """symlog(x) = sign(x)·ln(1 + |x|)."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    """symexp(x) = sign(x)·(exp(|x|) − 1), the inverse of symlog."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def symexp_bins(num_bins: int = 255, limit: float = 20.0) -> torch.Tensor:
+    """Bins symexp(linspace(−limit, limit, n)), built from one half and mirrored so that they are
+    exactly symmetric around zero (a prediction from uniform probabilities is then exactly 0)."""
+    if num_bins % 2 == 1:
+        half = symexp(torch.linspace(-limit, 0.0, (num_bins - 1) // 2 + 1, dtype=torch.float64))
+        bins = torch.cat([half, -half[:-1].flip(0)])
+    else:
+        half = symexp(torch.linspace(-limit, 0.0, num_bins // 2, dtype=torch.float64))
+        bins = torch.cat([half, -half.flip(0)])
+    return bins.float()
+
+
+def twohot_indices(target: torch.Tensor, bins: torch.Tensor):
+    """Neighbouring bin indices and weights of the two-hot encoding of `target`.
+
+    For b_k ≤ y < b_{k+1}: w_k = |b_{k+1} − y| / |b_{k+1} − b_k| and w_{k+1} = |b_k − y| / |b_{k+1} − b_k|.
+    Targets outside the bins put all weight on the nearest end bin.
+    Returns (below, above, weight_below, weight_above), each shaped like `target`.
+    """
+    num = bins.shape[0]
+    count_le = torch.searchsorted(bins, target.contiguous(), right=True)  # number of bins ≤ y
+    below = (count_le - 1).clamp(0, num - 1)
+    above = count_le.clamp(0, num - 1)
+    equal = below == above
+    dist_below = torch.where(equal, 1.0, (bins[below] - target).abs())
+    dist_above = torch.where(equal, 1.0, (bins[above] - target).abs())
+    total = dist_below + dist_above
+    return below, above, dist_above / total, dist_below / total
+
+
+def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Two-hot target distribution over `bins`: (...,) → (..., K)."""
+    below, above, w_below, w_above = twohot_indices(target, bins)
+    probs = torch.zeros(*target.shape, bins.shape[0], dtype=bins.dtype, device=bins.device)
+    probs.scatter_add_(-1, below.unsqueeze(-1), w_below.unsqueeze(-1).to(bins.dtype))
+    probs.scatter_add_(-1, above.unsqueeze(-1), w_above.unsqueeze(-1).to(bins.dtype))
+    return probs
+
+
+def twohot_mean(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Σ_k p_k·b_k summed outwards from the middle bin, so symmetric probabilities give exactly 0."""
+    num = bins.shape[-1]
+    weighted = probs * bins  # (..., K)
+    if num % 2 == 1:
+        mid = (num - 1) // 2
+        outer = weighted[..., :mid].flip(-1) + weighted[..., mid + 1:]
+        return weighted[..., mid] + outer.sum(-1)
+    half = num // 2
+    return (weighted[..., :half].flip(-1) + weighted[..., half:]).sum(-1)
+
+
+def lambda_return(
+    reward: torch.Tensor, live: torch.Tensor, cont: torch.Tensor, boot: torch.Tensor
+) -> torch.Tensor:
+    """λ-returns over a sequence of length L (time on dim 1), giving L − 1 returns.
+
+    R_t = r_{t+1} + live_{t+1}·((1 − cont_{t+1})·boot_{t+1} + cont_{t+1}·R_{t+1}),  R_{L−1} = boot_{L−1}
+
+    with live = γ·(1 − terminal) (or the predicted continue probability) and cont = λ·(1 − last).
+    For imagination this is R^λ_t = r_{t+1} + γc_{t+1}((1 − λ)v(s_{t+1}) + λR^λ_{t+1}) (DESIGN §4).
+    All inputs (N, L); returns (N, L − 1).
+    """
+    interm = reward[:, 1:] + live[:, 1:] * (1 - cont[:, 1:]) * boot[:, 1:]  # (N, L-1)
+    factor = live[:, 1:] * cont[:, 1:]  # (N, L-1)
+    ret = boot[:, -1]
+    returns = []
+    for t in reversed(range(reward.shape[1] - 1)):
+        ret = interm[:, t] + factor[:, t] * ret
+        returns.append(ret)
+    return torch.stack(returns[::-1], 1)
+
+
+class ReturnNormalizer(nn.Module):
+    """Percentile return scale S = EMA(P_hi(R) − P_lo(R)); the advantage divides by max(limit, S).
+
+    EMA with rate 0.01 (decay 0.99) of the 5th and 95th percentiles, without debiasing, starting
+    at zero, as the official code does.
+    """
+
+    def __init__(self, rate: float = 0.01, limit: float = 1.0, lo: float = 5.0, hi: float = 95.0):
+        super().__init__()
+        self.rate, self.limit = rate, limit
+        self.register_buffer("quantiles", torch.tensor([lo / 100.0, hi / 100.0]))
+        self.register_buffer("low", torch.zeros(()))
+        self.register_buffer("high", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, returns: torch.Tensor) -> None:
+        values = returns.detach().float().flatten()
+        low, high = torch.quantile(values, self.quantiles.to(values.device))
+        self.low.lerp_(low, self.rate)
+        self.high.lerp_(high, self.rate)
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(offset, scale) with scale ≥ limit."""
+        return self.low, torch.clamp(self.high - self.low, min=self.limit)
+
+
+def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """Logits of (1 − u)·softmax(logits) + u/K: a floor on every probability."""
+    if not unimix:
+        return logits
+    probs = torch.softmax(logits.float(), -1)
+    probs = (1 - unimix) * probs + unimix / logits.shape[-1]
+    return torch.log(probs)

@@ -1,0 +1,269 @@
+"""Sequence replay: a FIFO of env steps sampled as (B, T) windows, uniform plus an online queue.
+
+Storage. The buffer holds `capacity` steps over all envs as one ring per env: each env gets
+`capacity // num_envs` slots (the remainder is unused), so the oldest steps of every env are
+overwritten first once its ring is full. Arrays are allocated on the first `add` from the keys,
+shapes and dtypes seen there, with shape (num_envs, per_env_capacity, ...) per key; the dtype is
+kept exactly (uint8 images stay uint8).
+
+Windows. A window is T = `batch_length` consecutive steps of one env, all still stored. Windows run
+across episode boundaries (a window may hold an `is_first` step in its middle: the model resets its
+recurrent state there) but never mix envs and never jump over the ring's write head. Every env
+is written in lockstep (one `add` per vector-env step), so each env has the same number of valid
+windows and uniform sampling is uniform over (env, start) pairs.
+
+Online queue. With `online=True`, every T added steps each env pushes its fresh, non-overlapping
+window onto a FIFO queue. `sample` first serves queued windows (oldest first, skipping any that were
+overwritten in the meantime), then fills the batch uniformly, so every fresh sequence is trained on
+once (DreamerV3's online replay). The queue keeps at most as many windows as the buffer can hold
+side by side (num_envs × (per_env_capacity // T)); older ones are dropped.
+
+Positions are tracked in per-env step counts ("time" t = 0, 1, 2, ... since the first add); the
+slot of step t is t % per_env_capacity, and the steps still stored are t in [added - size, added).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import CheckpointError, ConfigError, UserError
+
+StepSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
+
+_STATE_VERSION = 1
+
+
+def _format_bytes(num_bytes: int) -> str:
+    """Human-readable size in binary units: '512 B', '1.50 KiB', '1.15 GiB'."""
+    if num_bytes < 1024:
+        return f"{num_bytes} B"
+    size = float(num_bytes)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024.0
+        if size < 1024.0 or unit == "TiB":
+            return f"{size:.2f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"replay {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Replay:
+    """FIFO sequence replay over `num_envs` lockstep envs; see the module docstring."""
+
+    def __init__(
+        self,
+        capacity: int,
+        batch_size: int,
+        batch_length: int,
+        num_envs: int = 1,
+        online: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_length = _positive_int("batch_length", batch_length)
+        self.num_envs = _positive_int("num_envs", num_envs)
+        capacity = _positive_int("capacity", capacity)
+        self.per_env_capacity = capacity // self.num_envs
+        if self.per_env_capacity < self.batch_length:
+            raise ConfigError(
+                f"replay capacity {capacity:,} is too small for {self.num_envs} envs × batch_length "
+                f"{self.batch_length}: set replay.capacity to at least "
+                f"{self.num_envs * self.batch_length:,}"
+            )
+        self.capacity = self.per_env_capacity * self.num_envs  # effective, in steps over all envs
+        self.online = bool(online)
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._data: dict[str, np.ndarray] = {}  # key -> (num_envs, per_env_capacity, ...)
+        self._added = 0  # steps added per env (the same for every env)
+        self._queue: collections.deque[tuple[int, int]] = collections.deque()  # (env, start t)
+        self._queue_limit = self.num_envs * (self.per_env_capacity // self.batch_length)
+
+    # ----------------------------------------------------------------------------- sizes
+
+    @staticmethod
+    def estimate_bytes(step_spec: StepSpec, capacity: int) -> int:
+        """Bytes that `capacity` steps of the given {key: (shape, dtype)} spec take in RAM."""
+        per_step = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in step_spec.values())
+        return int(capacity) * per_step
+
+    @property
+    def step_spec(self) -> StepSpec:
+        """{key: (shape of one step, dtype)} of the stored arrays; empty before the first add."""
+        return {key: (array.shape[2:], array.dtype) for key, array in self._data.items()}
+
+    @property
+    def bytes_per_step(self) -> int:
+        """Bytes of one stored step over all keys (0 before the first add)."""
+        return self.estimate_bytes(self.step_spec, 1)
+
+    def describe(self) -> str:
+        """One line for the console, e.g. 'replay: capacity 1,000 steps × 20 B/step = 19.53 KiB (RAM)'."""
+        if not self._data:
+            return f"replay: capacity {self.capacity:,} steps (allocated on the first step)"
+        total = self.bytes_per_step * self.capacity
+        return (
+            f"replay: capacity {self.capacity:,} steps × {self.bytes_per_step:,} B/step "
+            f"= {_format_bytes(total)} (RAM)"
+        )
+
+    def __len__(self) -> int:
+        """Steps currently stored, over all envs."""
+        return self.num_envs * self._stored_per_env
+
+    @property
+    def _stored_per_env(self) -> int:
+        return min(self._added, self.per_env_capacity)
+
+    @property
+    def ready(self) -> bool:
+        """True once at least one full window of `batch_length` steps can be sampled."""
+        return self._added >= self.batch_length
+
+    @property
+    def queue_length(self) -> int:
+        """Fresh windows waiting in the online queue (some may be overwritten before they are served)."""
+        return len(self._queue)
+
+    # ----------------------------------------------------------------------------- adding
+
+    def add(self, steps: dict[str, np.ndarray]) -> None:
+        """Store one vector-env step: every value has leading dim num_envs, shape (N, ...)."""
+        arrays = {key: np.asarray(value) for key, value in steps.items()}
+        if not self._data:
+            self._allocate(arrays)
+        if arrays.keys() != self._data.keys():
+            raise UserError(
+                f"replay step keys {sorted(arrays)} differ from the first step's {sorted(self._data)}: "
+                "every step must have the same keys"
+            )
+        slot = self._added % self.per_env_capacity
+        for key, value in arrays.items():
+            expected = self._data[key].shape[2:]
+            if value.shape != (self.num_envs, *expected):
+                raise UserError(
+                    f"replay step '{key}' has shape {value.shape}, expected {(self.num_envs, *expected)} "
+                    "(num_envs first, then the shape of the first step)"
+                )
+            self._data[key][:, slot] = value
+        self._added += 1
+        if self.online and self._added % self.batch_length == 0:
+            start = self._added - self.batch_length
+            self._queue.extend((env, start) for env in range(self.num_envs))
+            while len(self._queue) > self._queue_limit:
+                self._queue.popleft()
+
+    def _allocate(self, arrays: dict[str, np.ndarray]) -> None:
+        if not arrays:
+            raise UserError("replay step has no keys: pass a dict of arrays with leading dim num_envs")
+        for key, value in arrays.items():
+            if value.ndim == 0 or value.shape[0] != self.num_envs:
+                raise UserError(
+                    f"replay step '{key}' has shape {value.shape}: its leading dim must be "
+                    f"num_envs={self.num_envs}"
+                )
+        self._data = {
+            key: np.zeros((self.num_envs, self.per_env_capacity, *value.shape[1:]), value.dtype)
+            for key, value in arrays.items()
+        }
+
+    # ----------------------------------------------------------------------------- sampling
+
+    def sample(self) -> dict[str, np.ndarray]:
+        """A batch of windows: {key: (B, T, ...)} fresh arrays. Online windows first, then uniform."""
+        if not self.ready:
+            raise RuntimeError(
+                f"replay has {self._added} steps per env but needs batch_length={self.batch_length} "
+                "before it can sample: add more steps first (check `ready`)"
+            )
+        env, start = self._take_online()  # (K,), (K,) with K <= B
+        missing = self.batch_size - len(env)
+        if missing > 0:
+            uniform_env, uniform_start = self._draw_uniform(missing)
+            env = np.concatenate([env, uniform_env])
+            start = np.concatenate([start, uniform_start])
+        offsets = np.arange(self.batch_length, dtype=np.int64)  # (T,)
+        slots = (start[:, None] + offsets) % self.per_env_capacity  # (B, T)
+        rows = env[:, None]  # (B, 1), broadcast against slots
+        return {key: array[rows, slots] for key, array in self._data.items()}  # (B, T, ...)
+
+    def _oldest_start(self) -> int:
+        """Time of the oldest step still stored in every env."""
+        return self._added - self._stored_per_env
+
+    def _take_online(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pop up to B still-valid windows from the queue, oldest first."""
+        envs: list[int] = []
+        starts: list[int] = []
+        oldest = self._oldest_start()
+        while self._queue and len(envs) < self.batch_size:
+            env, start = self._queue.popleft()
+            if start >= oldest:  # otherwise overwritten since it was queued: skip it
+                envs.append(env)
+                starts.append(start)
+        return np.asarray(envs, np.int64), np.asarray(starts, np.int64)
+
+    def _draw_uniform(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """`count` windows drawn uniformly (with replacement) over all envs and valid starts."""
+        windows_per_env = self._stored_per_env - self.batch_length + 1
+        index = self._rng.integers(0, self.num_envs * windows_per_env, size=count, dtype=np.int64)
+        env = index // windows_per_env  # (count,)
+        start = self._oldest_start() + index % windows_per_env  # (count,)
+        return env, start
+
+    # ----------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume exactly: data, counters, RNG state and online queue.
+
+        The data arrays are the buffer's own storage, not copies (a full image buffer can be many
+        GiB): save them before adding more steps.
+        """
+        return {
+            "version": _STATE_VERSION,
+            "per_env_capacity": self.per_env_capacity,
+            "num_envs": self.num_envs,
+            "batch_length": self.batch_length,
+            "online": self.online,
+            "added": self._added,
+            "data": dict(self._data),
+            "rng": self._rng.bit_generator.state,
+            "queue": np.asarray(list(self._queue), np.int64).reshape(-1, 2),  # (K, 2): env, start
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from `state_dict()`; the layout (envs, capacity, batch_length) must match."""
+        if state.get("version") != _STATE_VERSION:
+            raise CheckpointError(
+                f"replay state has version {state.get('version')!r}, expected {_STATE_VERSION}: "
+                "the checkpoint comes from another Reverie version; start a new logdir"
+            )
+        for name in ("per_env_capacity", "num_envs", "batch_length"):
+            if int(state[name]) != getattr(self, name):
+                raise CheckpointError(
+                    f"replay checkpoint has {name}={state[name]} but this run has "
+                    f"{getattr(self, name)}: resume with the same replay.capacity, env.num_envs and "
+                    "batch_length, or start a new logdir"
+                )
+        data = {}
+        for key, array in state["data"].items():
+            array = np.array(array, copy=True)  # own storage: no aliasing with the caller's dict
+            if array.shape[:2] != (self.num_envs, self.per_env_capacity):
+                raise CheckpointError(
+                    f"replay checkpoint array '{key}' has shape {array.shape}, expected leading dims "
+                    f"{(self.num_envs, self.per_env_capacity)}: the checkpoint is corrupt; start a new logdir"
+                )
+            data[key] = array
+        self._data = data
+        self._added = int(state["added"])
+        self._rng.bit_generator.state = state["rng"]
+        # `online` stays as this run configures it; a run resumed without it drops the queue.
+        queue = np.asarray(state["queue"], np.int64).reshape(-1, 2) if self.online else np.empty((0, 2))
+        self._queue = collections.deque((int(env), int(start)) for env, start in queue)

@@ -1,0 +1,247 @@
+"""The training loop: env → driver → replay → agent.train_step → metrics (DESIGN §2, §3).
+
+    prefill with a random policy, then per vector step: act, step the envs, add to replay, and
+    run as many updates as the train ratio has earned:
+        updates per policy step = train_ratio / (batch_size × batch_length)
+    evaluate every `run.eval_every` policy steps, checkpoint every `run.checkpoint_every` minutes
+    and at the end; running again on the same logdir resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from .. import config as config_lib
+from ..agent import Agent, resolve_device
+from ..config import Config
+from ..envs import make_vec_env
+from ..errors import UserError
+from ..logging import MetricsWriter, Progress
+from ..replay import Replay
+from . import checkpoint as ckpt
+from .evaluate import run_episodes
+
+
+@dataclass
+class Counters:
+    step: int = 0  # policy steps over all envs
+    updates: int = 0
+    episodes: int = 0
+    credit: float = 0.0  # updates earned by the train ratio but not yet done
+    next_eval: int = 0
+
+
+@dataclass
+class EpisodeTracker:
+    """Running returns and lengths of the training envs' episodes."""
+
+    num_envs: int
+    returns: np.ndarray = None
+    lengths: np.ndarray = None
+    finished: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.returns = np.zeros(self.num_envs)
+        self.lengths = np.zeros(self.num_envs, dtype=np.int64)
+
+    def add(self, step: dict[str, np.ndarray]) -> None:
+        live = ~step["is_first"]
+        self.returns += step["reward"] * live
+        self.lengths += live
+        for i in np.flatnonzero(step["is_last"]):
+            self.finished.append((float(self.returns[i]), int(self.lengths[i])))
+            self.returns[i], self.lengths[i] = 0.0, 0
+
+    def pop(self) -> list[tuple[float, int]]:
+        done, self.finished = self.finished, []
+        return done
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, env: Any = None, progress: bool = True):
+        if not cfg.logdir:
+            raise UserError("no logdir given; pass --logdir DIR (or logdir= in Python)")
+        self.cfg = cfg
+        self.logdir = Path(cfg.logdir).expanduser()
+        self.env_spec = env if env is not None else cfg.env.id
+        self.show_progress = progress
+        if cfg.run.threads > 0:
+            torch.set_num_threads(cfg.run.threads)
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.run.device)
+        self.envs = make_vec_env(self.env_spec, cfg.env, cfg.env.num_envs, cfg.seed)
+        self.eval_envs = None
+        self.agent = Agent(self.envs.obs_space, self.envs.act_space, cfg, self.device)
+        self.replay = Replay(cfg.replay.capacity, cfg.batch_size, cfg.batch_length, cfg.env.num_envs,
+                             cfg.replay.online, cfg.seed)
+        self.counters = Counters(next_eval=0 if cfg.run.eval_every else -1)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.updates_per_step = cfg.run.train_ratio / (cfg.batch_size * cfg.batch_length)
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.logdir / "checkpoints"
+
+    def save(self) -> Path:
+        """Replay first, then the checkpoint that refers to it."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if self.replay.ready or len(self.replay):
+            ckpt.save_replay(self.ckpt_dir / "replay.npz", self.replay.state_dict())
+        payload = {
+            "agent": self.agent.state_dict(),
+            "counters": vars(self.counters).copy(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(self.rng.bit_generator.state)},
+        }
+        return ckpt.save_checkpoint(self.ckpt_dir, self.counters.step, payload, self.cfg.run.keep_checkpoints)
+
+    def restore(self) -> bool:
+        found = ckpt.load_latest_checkpoint(self.ckpt_dir, map_location=self.device)
+        if found is None:
+            return False
+        path, payload = found
+        try:
+            self.agent.load_state_dict(payload["agent"])
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise UserError(
+                f"checkpoint {path} does not match this config ({str(error).splitlines()[0]}); "
+                "resume with the config saved in the logdir or start a new logdir"
+            ) from None
+        self.counters = Counters(**payload["counters"])
+        torch.set_rng_state(payload["rng"]["torch"].cpu())
+        self.rng.bit_generator.state = json.loads(payload["rng"]["numpy"])
+        replay_path = self.ckpt_dir / "replay.npz"
+        if replay_path.exists():
+            self.replay.load_state_dict(ckpt.load_replay(replay_path))
+        return True
+
+    # ------------------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        if self.eval_envs is None:
+            # An env instance backs the training env; evaluation gets its own copy.
+            spec = copy.deepcopy(self.env_spec) if isinstance(self.env_spec, gym.Env) else self.env_spec
+            self.eval_envs = make_vec_env(spec, self.cfg.env, self.cfg.env.eval_envs, self.cfg.seed + 10_000)
+        return run_episodes(self.agent, self.eval_envs, self.cfg.run.eval_episodes, "eval")
+
+    def run(self) -> dict[str, Any]:
+        cfg, c = self.cfg, self.counters
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        resumed = self.restore()
+        config_lib.save(cfg, self.logdir / "config.yaml")
+        writer = MetricsWriter(self.logdir)
+        progress = Progress(cfg.run.steps, c.step, enabled=self.show_progress)
+        progress.log(self.replay_summary())
+        progress.log(f"{'resumed' if resumed else 'started'} at step {c.step:,}; "
+                     f"{self.updates_per_step:.4g} updates per policy step (train_ratio {cfg.run.train_ratio:g})")
+        tracker = EpisodeTracker(self.envs.num_envs)
+        train_metrics: list[dict[str, torch.Tensor]] = []
+        last_log = last_ckpt = time.time()
+        log_step, log_updates, last_eval = c.step, c.updates, {}
+        obs = self.envs.reset()
+        state = self.agent.init_state(self.envs.num_envs)
+        episode_stats: list[tuple[float, int]] = []
+        try:
+            while c.step < cfg.run.steps:
+                if c.next_eval >= 0 and c.step >= c.next_eval:
+                    last_eval = self.evaluate()
+                    writer.write(c.step, {f"eval/{k}": v for k, v in last_eval.items()})
+                    progress.log(f"step {c.step:,}: eval return {last_eval['return_mean']:.1f} "
+                                 f"± {last_eval['return_std']:.1f} over {last_eval['episodes']} episodes")
+                    c.next_eval = c.step + cfg.run.eval_every
+                if c.step < cfg.run.prefill:
+                    action = self.envs.act_space.sample_random(self.rng, self.envs.num_envs).astype(np.float32)
+                else:
+                    state, action = self.agent.act(state, obs, "train")
+                self.replay.add({**obs, "action": action})
+                obs = self.envs.step(action)
+                tracker.add(obs)
+                c.step += self.envs.num_envs
+                if c.step >= cfg.run.prefill and self.replay.ready:
+                    c.credit += self.updates_per_step * self.envs.num_envs
+                    while c.credit >= 1.0:
+                        train_metrics.append(self.agent.train_step(self.replay.sample()))
+                        c.updates += 1
+                        c.credit -= 1.0
+                finished = tracker.pop()
+                c.episodes += len(finished)
+                episode_stats += finished
+                now = time.time()
+                if now - last_log >= cfg.run.log_every or c.step >= cfg.run.steps:
+                    row = self.summarise(train_metrics, episode_stats, now - last_log,
+                                         c.step - log_step, c.updates - log_updates)
+                    writer.write(c.step, row)
+                    progress.update(c.step, {k: row[k] for k in (
+                        "fps", "updates_per_s", "episode/return", "loss/rec", "loss/policy") if k in row})
+                    train_metrics, episode_stats = [], []
+                    last_log, log_step, log_updates = now, c.step, c.updates
+                if now - last_ckpt >= cfg.run.checkpoint_every * 60:
+                    self.save()
+                    last_ckpt = now
+            if cfg.run.eval_every:
+                last_eval = self.evaluate()
+                writer.write(c.step, {f"eval/{k}": v for k, v in last_eval.items()})
+                progress.log(f"final eval return {last_eval['return_mean']:.1f} ± {last_eval['return_std']:.1f}")
+            path = self.save()
+            progress.log(f"checkpoint written: {path}")
+        finally:
+            progress.close()
+            writer.close()
+        return {"step": c.step, "updates": c.updates, "episodes": c.episodes, "eval": last_eval,
+                "logdir": str(self.logdir)}
+
+    def summarise(self, train_metrics, episode_stats, seconds, steps, updates) -> dict[str, float]:
+        row: dict[str, float] = {
+            "updates": self.counters.updates,
+            "fps": steps / max(seconds, 1e-9),
+            "updates_per_s": updates / max(seconds, 1e-9),
+            "train_ratio_achieved": updates * self.cfg.batch_size * self.cfg.batch_length / max(steps, 1),
+            "replay_steps": len(self.replay),
+        }
+        if train_metrics:
+            keys = train_metrics[0].keys()
+            means = torch.stack([torch.stack([m[k].float() for k in keys]) for m in train_metrics]).mean(0)
+            row.update(zip(keys, means.tolist()))
+        if episode_stats:
+            row["episode/return"] = float(np.mean([r for r, _ in episode_stats]))
+            row["episode/length"] = float(np.mean([n for _, n in episode_stats]))
+            row["episodes"] = self.counters.episodes
+        return row
+
+    def replay_summary(self) -> str:
+        spec = {k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in self.envs.obs_space.items()}
+        spec.update({"action": ((self.envs.act_space.dim,), np.dtype(np.float32)),
+                     "reward": ((), np.dtype(np.float32)), "is_first": ((), np.dtype(bool)),
+                     "is_last": ((), np.dtype(bool)), "is_terminal": ((), np.dtype(bool))})
+        per_step = Replay.estimate_bytes(spec, 1)
+        total = Replay.estimate_bytes(spec, self.cfg.replay.capacity)
+        return (f"replay: capacity {self.cfg.replay.capacity:,} steps × {per_step:,} B/step = "
+                f"{total / 2**20:,.1f} MiB of RAM when full")
+
+    def close(self) -> None:
+        self.envs.close()
+        if self.eval_envs is not None:
+            self.eval_envs.close()
+
+
+def train(cfg: Config, env: Any = None, progress: bool = True) -> dict[str, Any]:
+    trainer = Trainer(cfg, env, progress)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

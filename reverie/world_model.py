@@ -1,0 +1,178 @@
+"""The world model: encoder, RSSM, decoder, reward and continue heads, and its loss (DESIGN §4).
+
+    L = L_pred + β_dyn·max(1, KL[sg(q) ‖ p]) + β_rep·max(1, KL[q ‖ sg(p)])
+    L_pred = −ln p(x|s) − ln p(r|s) − ln p(c|s)
+
+Observation keys are routed by type: 3-D uint8 arrays (H, W, C) go to the CNN, everything else is
+flattened, symlog-squashed and goes to the MLP; regexes in the config select which keys take part.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import ops
+from .config import Config, EncoderConfig, DecoderConfig
+from .distributions import Bernoulli, ImageMSE, SymlogMSE, TwoHot
+from .errors import ConfigError
+from .nets import MLP, ConvDecoder, ConvEncoder, Linear
+from .rssm import RSSM
+
+
+def is_image(spec) -> bool:
+    """3-D uint8 arrays (H, W, C) are images; everything else is a vector."""
+    return len(spec.shape) == 3 and np.dtype(spec.dtype) == np.uint8
+
+
+def split_keys(obs_space: dict, mlp_regex: str, cnn_regex: str, where: str):
+    """Sorted (mlp_keys, cnn_keys) of an observation space; raise if nothing is selected."""
+    mlp = sorted(k for k, s in obs_space.items() if not is_image(s) and re.search(mlp_regex, k))
+    cnn = sorted(k for k, s in obs_space.items() if is_image(s) and re.search(cnn_regex, k))
+    if not mlp and not cnn:
+        raise ConfigError(
+            f"no observation key matches model.{where}.mlp_keys={mlp_regex!r} or cnn_keys={cnn_regex!r}; "
+            f"the observation keys are {sorted(obs_space)}"
+        )
+    if cnn and len({tuple(obs_space[k].shape[:2]) for k in cnn}) > 1:
+        raise ConfigError(f"image keys {cnn} differ in height/width; resize them to one size")
+    return mlp, cnn
+
+
+class MultiEncoder(nn.Module):
+    """Observation dict (N, ...) → tokens (N, E): symlog MLP over vectors ⊕ CNN over images."""
+
+    def __init__(self, obs_space: dict, cfg: EncoderConfig, norm="rms", act="silu"):
+        super().__init__()
+        self.mlp_keys, self.cnn_keys = split_keys(obs_space, cfg.mlp_keys, cfg.cnn_keys, "encoder")
+        self.symlog = cfg.symlog
+        self.out_features = 0
+        if self.mlp_keys:
+            vec_dim = sum(math.prod(obs_space[k].shape) for k in self.mlp_keys)
+            self.mlp = MLP(vec_dim, cfg.units, cfg.layers, norm, act)
+            self.out_features += self.mlp.out_features
+        if self.cnn_keys:
+            h, w, _ = obs_space[self.cnn_keys[0]].shape
+            channels = sum(obs_space[k].shape[-1] for k in self.cnn_keys)
+            self.cnn = ConvEncoder((h, w, channels), cfg.depth, cfg.mults, cfg.kernel, norm, act)
+            self.out_features += self.cnn.out_features
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        outs = []
+        if self.mlp_keys:
+            x = torch.cat([obs[k].flatten(1).float() for k in self.mlp_keys], -1)
+            outs.append(self.mlp(ops.symlog(x) if self.symlog else x))
+        if self.cnn_keys:
+            outs.append(self.cnn(torch.cat([obs[k] for k in self.cnn_keys], -1)))
+        return torch.cat(outs, -1)
+
+
+class MultiDecoder(nn.Module):
+    """Latent state → one distribution per observation key (symlog MSE or image MSE)."""
+
+    def __init__(self, obs_space: dict, cfg: DecoderConfig, deter: int, stoch: int, norm="rms", act="silu"):
+        super().__init__()
+        self.mlp_keys, self.cnn_keys = split_keys(obs_space, cfg.mlp_keys, cfg.cnn_keys, "decoder")
+        self.shapes = {k: tuple(obs_space[k].shape) for k in self.mlp_keys + self.cnn_keys}
+        if self.mlp_keys:
+            self.mlp = MLP(deter + stoch, cfg.units, cfg.layers, norm, act)
+            self.vec_out = Linear(self.mlp.out_features, sum(math.prod(self.shapes[k]) for k in self.mlp_keys))
+        if self.cnn_keys:
+            h, w, _ = self.shapes[self.cnn_keys[0]]
+            channels = sum(self.shapes[k][-1] for k in self.cnn_keys)
+            self.cnn = ConvDecoder(deter, stoch, (h, w, channels), cfg.depth, cfg.mults, cfg.kernel,
+                                   cfg.units, cfg.block_space, norm, act)
+
+    def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> dict:
+        """deter (N, D), stoch (N, S·K) → {key: distribution over (N, *shape)}."""
+        dists = {}
+        if self.mlp_keys:
+            flat = self.vec_out(self.mlp(torch.cat([deter, stoch], -1)))
+            sizes = [math.prod(self.shapes[k]) for k in self.mlp_keys]
+            for key, part in zip(self.mlp_keys, flat.split(sizes, -1)):
+                shape = self.shapes[key]
+                dists[key] = SymlogMSE(part.reshape(-1, *shape), event_dims=len(shape))
+        if self.cnn_keys:
+            images = self.cnn(deter, stoch)  # (N, H, W, C_total)
+            sizes = [self.shapes[k][-1] for k in self.cnn_keys]
+            for key, part in zip(self.cnn_keys, images.split(sizes, -1)):
+                dists[key] = ImageMSE(part)
+        return dists
+
+
+class ScalarHead(nn.Module):
+    """MLP → TwoHot over symexp bins (reward, critic) or → Bernoulli logit (continue)."""
+
+    def __init__(self, in_features: int, units: int, layers: int, kind: str, bins: int = 255,
+                 outscale: float = 1.0, norm="rms", act="silu"):
+        super().__init__()
+        self.kind = kind
+        self.mlp = MLP(in_features, units, layers, norm, act)
+        out = bins if kind == "twohot" else 1
+        self.out = Linear(self.mlp.out_features, out, outscale=outscale)
+        if kind == "twohot":
+            self.register_buffer("bins", ops.symexp_bins(bins), persistent=False)
+
+    def forward(self, feat: torch.Tensor):
+        x = self.out(self.mlp(feat))
+        return TwoHot(x, self.bins) if self.kind == "twohot" else Bernoulli(x.squeeze(-1))
+
+
+class WorldModel(nn.Module):
+    def __init__(self, obs_space: dict, action_dim: int, cfg: Config):
+        super().__init__()
+        m = cfg.model
+        self.cfg = cfg
+        self.action_dim = action_dim
+        self.encoder = MultiEncoder(obs_space, m.encoder, m.norm, m.act)
+        self.rssm = RSSM(m.rssm, self.encoder.out_features, action_dim, m.norm, m.act)
+        stoch = m.rssm.stoch * m.rssm.classes
+        self.feat_dim = m.rssm.deter + stoch
+        self.decoder = MultiDecoder(obs_space, m.decoder, m.rssm.deter, stoch, m.norm, m.act)
+        self.reward = ScalarHead(self.feat_dim, m.reward.units, m.reward.layers, "twohot", m.reward.bins,
+                                 m.reward.outscale, m.norm, m.act)
+        self.cont = ScalarHead(self.feat_dim, m.cont.units, m.cont.layers, "binary", outscale=m.cont.outscale,
+                               norm=m.norm, act=m.act)
+        self.discount = 1.0 - 1.0 / cfg.behavior.horizon
+
+    @staticmethod
+    def features(state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate h and the flattened z: (..., D + S·K)."""
+        return torch.cat([state["deter"], state["stoch"].flatten(-2)], -1)
+
+    def initial(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:
+        state = self.rssm.initial(batch_size, device)
+        state["action"] = torch.zeros(batch_size, self.action_dim, device=device)
+        return state
+
+    def loss(self, data: dict[str, torch.Tensor], state: dict[str, torch.Tensor]):
+        """World-model losses on a replayed batch.
+
+        data: observation keys (B, T, ...), "action" (B, T, A) taken at each step, "reward",
+        "is_first", "is_terminal" (B, T). state: the carry before the first step (with "action").
+        Returns (losses {name: (B, T)}, posterior sequence {deter, stoch} (B, T, ·), metrics).
+        """
+        B, T = data["is_first"].shape
+        obs = {k: data[k].flatten(0, 1) for k in self.encoder.mlp_keys + self.encoder.cnn_keys}
+        tokens = self.encoder(obs).unflatten(0, (B, T))  # (B, T, E)
+        prev_actions = torch.cat([state["action"].unsqueeze(1), data["action"][:, :-1]], 1)  # (B, T, A)
+        rssm_state = {"deter": state["deter"], "stoch": state["stoch"]}
+        _, post = self.rssm.observe(rssm_state, prev_actions, tokens, data["is_first"])
+        prior_logits = self.rssm.prior_logits(post["deter"])
+        dyn, rep, metrics = self.rssm.kl_losses(post["logits"], prior_logits)
+        losses = {"dyn": dyn, "rep": rep}
+
+        feat = self.features(post)  # (B, T, F)
+        recon = self.decoder(post["deter"].flatten(0, 1), post["stoch"].flatten(0, 1).flatten(-2))
+        rec = sum(dist.loss(data[key].flatten(0, 1)) for key, dist in recon.items())
+        losses["rec"] = rec.unflatten(0, (B, T))
+        losses["rew"] = self.reward(feat).loss(data["reward"])
+        cont_target = 1.0 - data["is_terminal"].float()
+        if self.cfg.model.contdisc:
+            cont_target = cont_target * self.discount
+        losses["con"] = self.cont(feat).loss(cont_target)
+        return losses, {"deter": post["deter"], "stoch": post["stoch"]}, metrics

@@ -1,0 +1,399 @@
+"""Environment layer: space conversion, step-dict flags, action repeat, time limits, registry,
+serial and parallel vector envs."""
+
+from __future__ import annotations
+
+import sys
+
+import envs_fixtures
+import gymnasium as gym
+import numpy as np
+import pytest
+from envs_fixtures import COUNTER_ID, CounterEnv
+from gymnasium import spaces
+
+from reverie.config import EnvConfig
+from reverie.envs import (
+    SUITES,
+    ActionSpace,
+    ArraySpec,
+    GymEnv,
+    VecEnv,
+    WorkerError,
+    action_space_from_gym,
+    make_env,
+    make_vec_env,
+    obs_spec_from_gym,
+    resolve,
+)
+from reverie.envs.gym_adapter import GymEnvFactory
+from reverie.envs.spaces import ObsConverter, convert_obs
+from reverie.errors import EnvError
+
+STEP_FIELDS = {"reward", "is_first", "is_last", "is_terminal"}
+
+
+# ----------------------------------------------------------------------------- observations
+
+
+def test_box_vector_obs_is_flattened_float32():
+    space = spaces.Box(-5.0, 5.0, (2, 3), np.float64)
+    assert obs_spec_from_gym(space) == {"vector": ArraySpec((6,), np.float32)}
+    out = convert_obs(space, np.arange(6, dtype=np.float64).reshape(2, 3))
+    assert out["vector"].dtype == np.float32
+    np.testing.assert_array_equal(out["vector"], [0, 1, 2, 3, 4, 5])
+
+
+def test_uint8_box_hwc_is_image_and_hw_gets_a_channel():
+    rgb = spaces.Box(0, 255, (4, 5, 3), np.uint8)
+    spec = obs_spec_from_gym(rgb)
+    assert spec == {"image": ArraySpec((4, 5, 3), np.uint8)} and spec["image"].is_image
+    grey = spaces.Box(0, 255, (4, 5), np.uint8)
+    assert obs_spec_from_gym(grey) == {"image": ArraySpec((4, 5, 1), np.uint8)}
+    frame = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    out = convert_obs(grey, frame)["image"]
+    assert out.shape == (4, 5, 1) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 0], frame)
+    # Two channels is not an image layout: flattened to a vector.
+    two = spaces.Box(0, 255, (4, 5, 2), np.uint8)
+    assert obs_spec_from_gym(two) == {"vector": ArraySpec((40,), np.float32)}
+    assert not ArraySpec((4, 5, 2), np.float32).is_image
+
+
+def test_discrete_multidiscrete_multibinary_obs():
+    discrete = spaces.Discrete(3, start=1)
+    assert obs_spec_from_gym(discrete) == {"vector": ArraySpec((3,), np.float32)}
+    np.testing.assert_array_equal(convert_obs(discrete, 2)["vector"], [0, 1, 0])
+
+    multi = spaces.MultiDiscrete([2, 3])
+    assert obs_spec_from_gym(multi) == {"vector": ArraySpec((5,), np.float32)}
+    np.testing.assert_array_equal(convert_obs(multi, np.array([1, 2]))["vector"], [0, 1, 0, 0, 1])
+
+    binary = spaces.MultiBinary((2, 2))
+    assert obs_spec_from_gym(binary) == {"vector": ArraySpec((4,), np.float32)}
+    out = convert_obs(binary, np.array([[1, 0], [0, 1]], np.int8))["vector"]
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [1, 0, 0, 1])
+
+
+def test_nested_dict_obs_keys_joined_with_slash():
+    space = spaces.Dict(
+        {
+            "cam": spaces.Box(0, 255, (8, 8, 3), np.uint8),
+            "state": spaces.Dict({"pos": spaces.Box(-1, 1, (3,)), "mode": spaces.Discrete(2)}),
+        }
+    )
+    spec = obs_spec_from_gym(space)
+    assert spec == {
+        "cam": ArraySpec((8, 8, 3), np.uint8),
+        "state/pos": ArraySpec((3,), np.float32),
+        "state/mode": ArraySpec((2,), np.float32),
+    }
+    raw = {"cam": np.full((8, 8, 3), 7, np.uint8), "state": {"pos": np.array([0.5, 0, -1]), "mode": 1}}
+    out = ObsConverter(space)(raw)
+    assert out["cam"].dtype == np.uint8 and out["cam"][0, 0, 0] == 7
+    np.testing.assert_array_equal(out["state/pos"], np.float32([0.5, 0, -1]))
+    np.testing.assert_array_equal(out["state/mode"], [0, 1])
+
+
+def test_reserved_obs_key_is_rejected():
+    space = spaces.Dict({"reward": spaces.Box(-1, 1, (1,)), "pos": spaces.Box(-1, 1, (2,))})
+    with pytest.raises(EnvError, match="observation key 'reward' is reserved"):
+        obs_spec_from_gym(space)
+
+
+def test_unsupported_spaces_name_the_space_and_what_is_supported():
+    with pytest.raises(EnvError, match=r"observation space Tuple\(.*not supported.*Box, Discrete"):
+        obs_spec_from_gym(spaces.Tuple([spaces.Discrete(2), spaces.Discrete(3)]))
+    with pytest.raises(EnvError, match=r"observation entry 'note' has space Text\("):
+        obs_spec_from_gym(spaces.Dict({"note": spaces.Text(5), "pos": spaces.Box(-1, 1, (2,))}))
+    with pytest.raises(EnvError, match=r"action space Dict\(.*not supported.*Discrete, MultiDiscrete"):
+        action_space_from_gym(spaces.Dict({"a": spaces.Discrete(2)}))
+
+
+def test_obs_outside_its_space_is_reported():
+    with pytest.raises(EnvError, match="outside its discrete space"):
+        convert_obs(spaces.Discrete(3), 5)
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+def test_discrete_action_one_hot_to_int_and_back():
+    act = action_space_from_gym(spaces.Discrete(3))
+    assert act.discrete and act.dim == 3 and act.sizes == (3,)
+    assert act.to_env(np.float32([0.1, 0.2, 0.9])) == 2
+    assert isinstance(act.to_env(np.float32([1, 0, 0])), int)
+    np.testing.assert_array_equal(act.from_env(1), [0, 1, 0])
+    shifted = action_space_from_gym(spaces.Discrete(3, start=-1))
+    assert shifted.to_env(np.float32([1, 0, 0])) == -1
+    np.testing.assert_array_equal(shifted.from_env(1), [0, 0, 1])
+
+
+def test_multidiscrete_and_multibinary_actions():
+    act = action_space_from_gym(spaces.MultiDiscrete([3, 4]))
+    assert act.sizes == (3, 4) and act.dim == 7
+    env_action = act.to_env(np.float32([0, 0, 1, 0, 1, 0, 0]))
+    assert env_action.dtype == np.int64
+    np.testing.assert_array_equal(env_action, [2, 1])
+    assert spaces.MultiDiscrete([3, 4]).contains(env_action)
+    np.testing.assert_array_equal(act.from_env(np.array([1, 3])), [0, 1, 0, 0, 0, 0, 1])
+
+    binary = action_space_from_gym(spaces.MultiBinary(2))
+    assert binary.sizes == (2, 2) and binary.dim == 4
+    out = binary.to_env(np.float32([0, 1, 1, 0]))
+    np.testing.assert_array_equal(out, [1, 0])
+    assert spaces.MultiBinary(2).contains(out)
+
+
+def test_box_action_rescaled_to_bounds():
+    space = spaces.Box(np.float32([0, -2]), np.float32([10, 2]))
+    act = action_space_from_gym(space)
+    assert act.kind == "continuous" and not act.discrete and act.dim == 2
+    assert act.low == (0.0, -2.0) and act.high == (10.0, 2.0)
+    out = act.to_env(np.float32([0.0, 1.0]))
+    assert out.dtype == np.float32 and out.shape == (2,)
+    np.testing.assert_allclose(out, [5.0, 2.0])
+    np.testing.assert_allclose(act.to_env(np.float32([-1.0, 0.5])), [0.0, 1.0])
+    np.testing.assert_allclose(act.to_env(np.float32([3.0, -3.0])), [10.0, -2.0])  # clipped first
+    np.testing.assert_allclose(act.from_env(np.float32([5.0, 1.0])), [0.0, 0.5])
+    np.testing.assert_allclose(act.from_env(np.float32([2.5, -2.0])), [-0.5, -1.0])
+
+
+def test_box_action_shape_and_infinite_bounds():
+    square = action_space_from_gym(spaces.Box(-3.0, 3.0, (2, 2), np.float64))
+    out = square.to_env(np.float32([1, -1, 0.5, 0]))
+    assert out.shape == (2, 2) and out.dtype == np.float64
+    np.testing.assert_allclose(out, [[3, -3], [1.5, 0]])
+    unbounded = action_space_from_gym(spaces.Box(-np.inf, np.inf, (2,)))
+    np.testing.assert_allclose(unbounded.to_env(np.float32([0.5, 3.0])), [0.5, 1.0])
+    half = action_space_from_gym(spaces.Box(np.float32([0, 0]), np.float32([np.inf, 4])))
+    np.testing.assert_allclose(half.to_env(np.float32([-0.5, -0.5])), [0.0, 1.0])
+
+
+def test_sample_random_gives_valid_agent_actions():
+    rng = np.random.default_rng(0)
+    act = ActionSpace("discrete", sizes=(3, 2))
+    sample = act.sample_random(rng, 50)
+    assert sample.shape == (50, 5) and sample.dtype == np.float32
+    np.testing.assert_array_equal(sample[:, :3].sum(1), 1)
+    np.testing.assert_array_equal(sample[:, 3:].sum(1), 1)
+    assert set(sample[:, :3].argmax(1)) == {0, 1, 2}
+    box = ActionSpace("continuous", low=(-1.0,) * 4, high=(1.0,) * 4, shape=(4,))
+    assert box.dtype == np.float32 and act.dtype == np.int64
+    cont = box.sample_random(rng, 50)
+    assert cont.shape == (50, 4) and cont.min() >= -1 and cont.max() <= 1 and cont.std() > 0.3
+
+
+# ----------------------------------------------------------------------------- GymEnv
+
+
+def _fields(step):
+    return (float(step["reward"]), bool(step["is_first"]), bool(step["is_last"]), bool(step["is_terminal"]))
+
+
+def test_reset_and_termination_flags():
+    env = GymEnv(CounterEnv(terminate_at=3))
+    first = env.reset()
+    assert set(first) == {"vector"} | STEP_FIELDS
+    assert first["reward"].dtype == np.float32 and first["reward"].shape == ()
+    assert first["is_first"].dtype == bool and first["is_terminal"].shape == ()
+    assert _fields(first) == (0.0, True, False, False)
+    assert _fields(env.step(np.float32([1, 0]))) == (1.0, False, False, False)
+    assert _fields(env.step(np.float32([0, 1]))) == (2.0, False, False, False)
+    last = env.step(np.float32([1, 0]))
+    assert _fields(last) == (3.0, False, True, True)
+    np.testing.assert_array_equal(last["vector"], [3.0])
+    assert env.env.actions == [0, 1, 0]
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.float32([1, 0]))
+
+
+def test_truncation_is_last_but_not_terminal():
+    env = GymEnv(CounterEnv(truncate_at=2))
+    env.reset()
+    env.step(np.float32([1, 0]))
+    assert _fields(env.step(np.float32([1, 0]))) == (2.0, False, True, False)
+
+
+def test_action_repeat_sums_rewards_and_stops_at_termination():
+    inner = CounterEnv(terminate_at=5)
+    env = GymEnv(inner, action_repeat=3)
+    env.reset()
+    step = env.step(np.float32([0, 1]))
+    assert _fields(step) == (1.0 + 2.0 + 3.0, False, False, False)
+    np.testing.assert_array_equal(step["vector"], [3.0])
+    assert _fields(env.step(np.float32([0, 1]))) == (4.0 + 5.0, False, True, True)
+    assert inner.t == 5 and inner.actions == [1] * 5
+
+
+def test_max_episode_steps_truncates_in_agent_steps():
+    inner = CounterEnv()
+    env = GymEnv(inner, action_repeat=2, max_episode_steps=2)
+    env.reset()
+    assert _fields(env.step(np.float32([1, 0]))) == (1.0 + 2.0, False, False, False)
+    assert _fields(env.step(np.float32([1, 0]))) == (3.0 + 4.0, False, True, False)
+    assert _fields(env.reset()) == (0.0, True, False, False)
+    assert not env.step(np.float32([1, 0]))["is_last"]
+
+
+def test_first_reset_is_seeded_later_resets_continue():
+    a, b = make_env("CartPole-v1", seed=7), make_env("CartPole-v1", seed=7)
+    first_a, first_b = a.reset()["vector"], b.reset()["vector"]
+    np.testing.assert_array_equal(first_a, first_b)
+    second_a = a.reset()["vector"]
+    assert not np.array_equal(first_a, second_a)
+    np.testing.assert_array_equal(second_a, b.reset()["vector"])
+    assert not np.array_equal(first_a, make_env("CartPole-v1", seed=8).reset()["vector"])
+
+
+def test_make_env_applies_config_and_defaults_to_its_id():
+    cfg = EnvConfig(id=f"envs_fixtures:{COUNTER_ID}", action_repeat=2, max_episode_steps=1)
+    env = make_env(None, cfg, seed=0)
+    env.reset()
+    assert _fields(env.step(np.float32([1, 0]))) == (3.0, False, True, False)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_module_colon_id_imports_the_module_that_registers_it(monkeypatch):
+    monkeypatch.delitem(gym.registry, COUNTER_ID)
+    monkeypatch.delitem(sys.modules, "envs_fixtures")
+    factory = resolve(f"envs_fixtures:{COUNTER_ID}")
+    assert COUNTER_ID in gym.registry  # registered by the import
+    env = GymEnv(factory())
+    env.reset()
+    steps = [env.step(np.float32([1, 0])) for _ in range(4)]
+    assert [bool(s["is_terminal"]) for s in steps] == [False, False, False, True]  # kwargs terminate_at=4
+
+
+def test_module_colon_attribute_instantiates_the_class_or_factory():
+    assert isinstance(resolve("envs_fixtures:CounterEnv")(), CounterEnv)
+    assert resolve("envs_fixtures:make_counter_env")().terminate_at == 3
+    with pytest.raises(EnvError, match="registered no Gymnasium id 'Nope-v0'"):
+        resolve("envs_fixtures:Nope-v0")
+
+
+def test_unknown_ids_give_a_helpful_one_line_error():
+    with pytest.raises(EnvError) as info:
+        resolve("CartPol-v1")
+    message = str(info.value)
+    assert "unknown environment 'CartPol-v1'" in message and "did you mean 'CartPole-v1'" in message
+    assert "my_package:MyEnv-v0" in message and "\n" not in message
+    with pytest.raises(EnvError, match="unknown environment 'Foo-v9': not a registered Gymnasium id"):
+        make_env("Foo-v9")
+    with pytest.raises(EnvError, match="'no_such_module_xyz' is neither an importable module nor a known suite"):
+        resolve("no_such_module_xyz:Env-v0")
+
+
+def test_suite_prefix_dispatches_to_its_builder(monkeypatch):
+    calls = []
+
+    def builder(task, cfg, seed):
+        calls.append((task, cfg.action_repeat, seed))
+        return CounterEnv()
+
+    monkeypatch.setitem(SUITES, "fakesuite", builder)
+    cfg = EnvConfig(id="fakesuite:walk", action_repeat=2, parallel=False)
+    venv = make_vec_env(None, cfg, num_envs=2, seed=10)
+    assert calls == [("walk", 2, 10), ("walk", 2, 11)] and not venv.parallel
+    venv.close()
+
+
+def test_instance_and_factory_specs():
+    env = make_env(CounterEnv(terminate_at=2))
+    assert env.reset()["is_first"]
+    assert isinstance(make_env(lambda: CounterEnv()).env, CounterEnv)
+    with pytest.raises(EnvError, match="one env instance cannot back 2 envs"):
+        make_vec_env(CounterEnv(), EnvConfig(), num_envs=2)
+
+
+# ----------------------------------------------------------------------------- VecEnv
+
+
+def test_vec_env_auto_resets_finished_envs():
+    fns = [GymEnvFactory(lambda: CounterEnv(terminate_at=2)), GymEnvFactory(lambda: CounterEnv(terminate_at=3))]
+    venv = VecEnv(fns)
+    act = np.tile(np.float32([1, 0]), (2, 1))  # (N, A)
+    first = venv.step(act)  # never reset: every env returns its reset step
+    assert venv.num_envs == 2 and first["is_first"].tolist() == [True, True]
+    assert first["vector"].shape == (2, 1) and first["reward"].shape == (2,)
+    venv.step(act)
+    out = venv.step(act)
+    assert out["is_last"].tolist() == [True, False] and out["is_terminal"].tolist() == [True, False]
+    out = venv.step(act)  # env 0 restarts, env 1 terminates
+    assert out["is_first"].tolist() == [True, False] and out["reward"].tolist() == [0.0, 3.0]
+    assert out["is_last"].tolist() == [False, True]
+    out = venv.step(act)
+    assert out["is_first"].tolist() == [False, True] and out["vector"][:, 0].tolist() == [1.0, 0.0]
+    venv.close()
+
+
+def test_vec_env_seeds_env_i_with_seed_plus_i():
+    venv = make_vec_env("CartPole-v1", EnvConfig(parallel=False), num_envs=2, seed=3)
+    first = venv.reset()["vector"]
+    np.testing.assert_array_equal(first[1], make_env("CartPole-v1", seed=4).reset()["vector"])
+    venv.close()
+
+
+def test_unpicklable_factory_falls_back_to_serial_with_a_warning():
+    with pytest.warns(RuntimeWarning, match="cannot be pickled"):
+        venv = VecEnv([lambda: CounterEnv(), lambda: CounterEnv()], parallel=True)
+    assert not venv.parallel and venv.reset()["vector"].shape == (2, 1)
+    venv.close()
+
+
+def _rollout(venv: VecEnv, steps: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    out = [venv.reset()]
+    for _ in range(steps):
+        out.append(venv.step(venv.act_space.sample_random(rng, venv.num_envs)))
+    return out
+
+
+def test_serial_and_parallel_cartpole_trajectories_match():
+    serial = make_vec_env("CartPole-v1", EnvConfig(parallel=False), num_envs=2, seed=1)
+    parallel = make_vec_env("CartPole-v1", EnvConfig(parallel=True), num_envs=2, seed=1)
+    try:
+        assert parallel.parallel and not serial.parallel
+        assert parallel.obs_space == serial.obs_space and parallel.act_space == serial.act_space
+        a, b = _rollout(serial, 60), _rollout(parallel, 60)
+        workers = list(parallel._backend._procs)
+        assert all(proc.is_alive() for proc in workers)
+    finally:
+        serial.close()
+        parallel.close()
+    assert not any(proc.is_alive() for proc in workers)
+    assert sum(step["is_first"][0] for step in a[1:]) >= 1  # an auto-reset happened
+    for step_a, step_b in zip(a, b):
+        assert step_a.keys() == step_b.keys()
+        for key in step_a:
+            np.testing.assert_array_equal(step_a[key], step_b[key])
+
+
+def test_worker_exception_propagates_with_its_traceback():
+    venv = VecEnv([GymEnvFactory(envs_fixtures.make_raising_env)], parallel=True)
+    try:
+        assert venv.parallel
+        venv.reset()
+        venv.step(np.float32([[1, 0]]))
+        with pytest.raises(WorkerError) as info:
+            venv.step(np.float32([[1, 0]]))
+    finally:
+        venv.close()
+    message = str(info.value)
+    assert "env worker 0 failed: ValueError: boom at step 2" in message
+    assert "Traceback" in message and "envs_fixtures.py" in message
+
+
+def test_worker_user_errors_and_deaths_reach_the_parent():
+    with pytest.raises(EnvError, match=r"observation space Tuple\(.*not supported"):
+        VecEnv([GymEnvFactory(envs_fixtures.make_tuple_obs_env)], parallel=True)
+    venv = VecEnv([GymEnvFactory(envs_fixtures.make_dying_env)], parallel=True)
+    try:
+        venv.reset()
+        with pytest.raises(WorkerError, match=r"env worker 0 failed: .*exited unexpectedly \(exit code 3\)"):
+            venv.step(np.float32([[1, 0]]))
+    finally:
+        venv.close()
