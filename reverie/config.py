@@ -157,6 +157,7 @@ class ReturnNormConfig:
 @dataclass
 class BehaviorConfig:
     imag_horizon: int = 15
+    imag_last: int = 0  # imagine from the last K posterior states of each sequence; 0 = all
     horizon: int = 333  # γ = 1 − 1/horizon
     lam: float = 0.95
     actor: ActorConfig = field(default_factory=ActorConfig)
@@ -240,7 +241,7 @@ def coerce(path: str, kind: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             if isinstance(value, str):
-                value = yaml.safe_load(value)
+                value = float(value) if any(c in value.lower() for c in ".e") else int(value)
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             if not isinstance(value, int):

@@ -94,7 +94,10 @@ class ActorCritic(nn.Module):
         value loss trains the world model through it). Returns ({name: per-sample loss}, metrics).
         """
         B, T = data["is_first"].shape
-        start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B·T, ...)
+        K = min(self.cfg.imag_last or T, T)  # start from the last K posterior states of each sequence
+        post = {k: v[:, -K:] for k, v in post.items()}
+        data = {k: v[:, -K:] for k, v in data.items()}
+        start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B·K, ...)
         feat, action = self.imagine(wm, start, self.cfg.imag_horizon)  # (N, H+1, F), (N, H+1, A)
         with torch.no_grad():
             reward = wm.reward(feat).mean()  # (N, H+1)
@@ -126,7 +129,7 @@ class ActorCritic(nn.Module):
             "imag/entropy": entropy.mean(), "imag/return_scale": scale,
         }
         if self.cfg.repval:
-            boot = ret[:, 0].reshape(B, T)  # imagined return from each posterior state
+            boot = ret[:, 0].reshape(B, K)  # imagined return from each posterior state
             losses["repval"] = self.replay_value_loss(post, data, boot, wm)
         return losses, {k: v.detach() for k, v in metrics.items()}
 

@@ -140,9 +140,10 @@ class Trainer:
         return run_episodes(self.agent, self.eval_envs, self.cfg.run.eval_episodes, "eval")
 
     def run(self) -> dict[str, Any]:
-        cfg, c = self.cfg, self.counters
+        cfg = self.cfg
         self.logdir.mkdir(parents=True, exist_ok=True)
         resumed = self.restore()
+        c = self.counters
         config_lib.save(cfg, self.logdir / "config.yaml")
         writer = MetricsWriter(self.logdir)
         progress = Progress(cfg.run.steps, c.step, enabled=self.show_progress)
