@@ -38,9 +38,13 @@ class OneHotCategorical(Distribution):
     dim) are summed, e.g. 1 for the RSSM's (…, stoch, classes) latents."""
 
     def __init__(self, logits: torch.Tensor, unimix: float = 0.0, event_dims: int = 0):
-        self.logits = ops.unimix_logits(logits.float(), unimix)
-        self.log_probs = torch.log_softmax(self.logits, -1)
-        self.probs = self.log_probs.exp()
+        logits = logits.float()
+        if unimix:  # p = (1 − u)·softmax(logits) + u/K: a floor on every probability
+            self.probs = (1 - unimix) * torch.softmax(logits, -1) + unimix / logits.shape[-1]
+            self.log_probs = torch.log(self.probs)
+        else:
+            self.log_probs = torch.log_softmax(logits, -1)
+            self.probs = self.log_probs.exp()
         self.sum_dims = tuple(range(-1 - event_dims, 0))
 
     def _straight_through(self, index: torch.Tensor) -> torch.Tensor:

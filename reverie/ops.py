@@ -118,11 +118,3 @@ class ReturnNormalizer(nn.Module):
         """(offset, scale) with scale ≥ limit."""
         return self.low, torch.clamp(self.high - self.low, min=self.limit)
 
-
-def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
-    """Logits of (1 − u)·softmax(logits) + u/K: a floor on every probability."""
-    if not unimix:
-        return logits
-    probs = torch.softmax(logits.float(), -1)
-    probs = (1 - unimix) * probs + unimix / logits.shape[-1]
-    return torch.log(probs)

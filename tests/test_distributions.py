@@ -72,3 +72,8 @@ def test_bernoulli_soft_target_and_symlog_mse_and_image_mse():
     img = torch.full((1, 2, 2, 3), 0.5)
     target = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)
     assert torch.isclose(ImageMSE(img).loss(target), torch.tensor([12 * 0.25]))
+
+
+def test_unimix_floor():
+    probs = OneHotCategorical(torch.tensor([[100.0, 0.0, 0.0, 0.0]]), unimix=0.01).probs
+    assert torch.allclose(probs, torch.tensor([[0.99 + 0.0025, 0.0025, 0.0025, 0.0025]]), atol=1e-6)

@@ -200,6 +200,10 @@ class Trainer:
                 progress.log(f"final eval return {last_eval['return_mean']:.1f} ± {last_eval['return_std']:.1f}")
             path = self.save()
             progress.log(f"checkpoint written: {path}")
+        except KeyboardInterrupt:
+            path = self.save()
+            progress.log(f"interrupted at step {c.step:,}; checkpoint written: {path}")
+            raise
         finally:
             progress.close()
             writer.close()

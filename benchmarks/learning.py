@@ -1,0 +1,395 @@
+"""Learning benchmark: does Reverie solve a task from scratch, how fast, and how reliably?
+
+For one task (default CartPole-v1) it trains K seeds one after another, each as a fresh
+`reverie train` subprocess, and measures per seed:
+  * env steps and wall-clock seconds (from the subprocess start) until the evaluation return first
+    reaches the threshold (475 for CartPole); the time is when the CLI prints that eval line;
+  * the eval curve [(step, return_mean, return_std)] and whether the last three evals all stay at
+    or above the "stays solved" level (450 for CartPole);
+  * total wall-clock, gradient updates, achieved train ratio and env steps per second;
+and across seeds: median/min/max of steps- and wall-to-threshold, seeds solved, seeds that stayed
+solved, and the eval return at five checkpoints (1/5 … 5/5 of --steps: 10K … 50K by default; the
+eval with the largest step at or below each).
+
+A seed whose logdir already holds a finished run with the same config is reused, not rerun
+(--rerun deletes it first). Writes learning_<task>.json, .md and .png (the plot needs matplotlib).
+
+    python benchmarks/learning.py                                  # CartPole-v1, seeds 0 1 2
+    python benchmarks/learning.py --seeds 0 --preset debug run.train_ratio=64 --out /tmp/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from reverie import api
+from reverie import config as config_lib
+from reverie.errors import UserError
+from reverie.logging import read_metrics
+from reverie.run.checkpoint import CKPT_PATTERN, list_checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {"CartPole-v1": {"threshold": 475.0, "stay": 450.0}}  # task → solved / stays-solved levels
+EVAL_LINE = re.compile(r"^step ([\d,]+): eval return ")  # printed by reverie/run/train.py
+FINAL_EVAL_LINE = re.compile(r"^final eval return ")
+RECORD = "bench_run.json"  # our own timing record, next to the run's metrics.jsonl
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="Trailing key=value "
+                                     "arguments are config overrides passed on to `reverie train`.")
+    parser.add_argument("--task", default="CartPole-v1", help="Gymnasium id (default CartPole-v1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=50_000, help="env steps per seed")
+    parser.add_argument("--preset", action="append", default=[], help="repeatable, applied in order")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for JSON, markdown, PNG")
+    parser.add_argument("--runs-dir", default="/tmp/reverie_bench_runs", help="logdirs go to DIR/task/seedN")
+    parser.add_argument("--threshold", type=float, default=None, help="solved level (CartPole: 475)")
+    parser.add_argument("--stay-threshold", type=float, default=None,
+                        help="level the last 3 evals must hold (CartPole: 450; else --threshold)")
+    parser.add_argument("--max-minutes", type=float, default=45.0, help="wall-clock limit per seed")
+    parser.add_argument("--rerun", action="store_true", help="delete existing runs and train afresh")
+    # Overrides are split off by hand: argparse would feed them to the greedy --seeds list.
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
+    if args.threshold is None:  # the task's own levels, unless --threshold says otherwise
+        if args.task not in TASKS:
+            parser.error(f"no default threshold for {args.task}; pass --threshold")
+        args.threshold = TASKS[args.task]["threshold"]
+        args.stay_threshold = TASKS[args.task]["stay"] if args.stay_threshold is None else args.stay_threshold
+    if args.stay_threshold is None:
+        args.stay_threshold = args.threshold
+    return args
+
+
+def task_slug(task: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", task)
+
+
+def is_finished(logdir: Path, steps: int) -> bool:
+    return any(int(CKPT_PATTERN.match(p.name).group(1)) >= steps for p in list_checkpoints(logdir / "checkpoints"))
+
+
+def config_mismatch(logdir: Path, expected: dict[str, Any]) -> list[str]:
+    """Config keys where the saved run differs from what this benchmark would run (logdir aside)."""
+    def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+        items: dict[str, Any] = {}
+        for key, value in tree.items():
+            items.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+        return items
+
+    saved, wanted = flat(yaml.safe_load((logdir / "config.yaml").read_text())), flat(expected)
+    return sorted(k for k in saved.keys() | wanted.keys() if k != "logdir" and saved.get(k) != wanted.get(k))
+
+
+def train_seed(args: argparse.Namespace, seed: int, logdir: Path) -> dict[str, Any]:
+    """Run `reverie train` for one seed; tee its output; timestamp eval lines; kill at the limit."""
+    command = [sys.executable, "-m", "reverie.cli", "train", "--env", args.task, "--logdir", str(logdir),
+               "--seed", str(seed), "--steps", str(args.steps), "--no-progress",
+               *[f"--preset={p}" for p in args.preset], *args.overrides]
+    logdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+    eval_times: dict[int, float] = {}
+    final_eval_time: list[float] = []
+    start = time.monotonic()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            text=True, encoding="utf-8", errors="replace", start_new_session=True)
+
+    def tee() -> None:
+        with open(logdir / "stdout.log", "w", encoding="utf-8") as log:
+            for line in proc.stdout:
+                now = time.monotonic() - start
+                log.write(line)
+                log.flush()
+                print(f"[seed {seed}] {line}", end="", flush=True)
+                if match := EVAL_LINE.match(line):
+                    eval_times[int(match.group(1).replace(",", ""))] = now
+                elif FINAL_EVAL_LINE.match(line):
+                    final_eval_time.append(now)
+
+    reader = threading.Thread(target=tee, daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=args.max_minutes * 60)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        print(f"[seed {seed}] over --max-minutes {args.max_minutes:g}: stopping the run", flush=True)
+        stop(proc)
+    except KeyboardInterrupt:
+        stop(proc)
+        raise
+    wall = time.monotonic() - start
+    reader.join(timeout=10)
+    record = {"command": command, "started_at": started_at, "wall_s": wall, "returncode": proc.returncode,
+              "timed_out": timed_out, "eval_times": {str(k): v for k, v in eval_times.items()},
+              "final_eval_time": final_eval_time[0] if final_eval_time else None}
+    (logdir / RECORD).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C the run's process group (it closes its files), then kill it if it lingers."""
+    for sig, grace in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=grace)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def analyse_seed(args: argparse.Namespace, seed: int, logdir: Path, record: dict | None,
+                 cfg: dict[str, Any], reused: bool) -> dict[str, Any]:
+    rows = read_metrics(logdir) if (logdir / "metrics.jsonl").is_file() else []
+    curve = [(r["step"], r["eval/return_mean"], r.get("eval/return_std")) for r in rows
+             if r.get("eval/return_mean") is not None]
+    train_rows = [r for r in rows if "updates" in r]
+    record = record or {}
+    times = {int(k): v for k, v in record.get("eval_times", {}).items()}
+    if curve and curve[-1][0] not in times and record.get("final_eval_time") is not None:
+        times[curve[-1][0]] = record["final_eval_time"]  # "final eval return ..." carries no step
+    hit = next((point for point in curve if point[1] >= args.threshold), None)
+    last3 = [point[1] for point in curve[-3:]]
+    final_step = max((r["step"] for r in rows), default=0)
+    updates = train_rows[-1]["updates"] if train_rows else None
+    trained_steps = final_step - cfg["run"]["prefill"]
+    wall = record.get("wall_s")
+    if record.get("timed_out"):
+        status = "timed out"
+    elif record.get("returncode") not in (None, 0):
+        status = f"failed (exit {record['returncode']})"
+    else:
+        status = "reused" if reused else "done"
+    return {
+        "seed": seed, "status": status, "logdir": str(logdir), "final_step": final_step,
+        "steps_to_threshold": hit[0] if hit else None,
+        "wall_s_to_threshold": times.get(hit[0]) if hit else None,
+        "eval_curve": curve, "last3_eval_returns": last3,
+        "stays_solved": len(last3) == 3 and min(last3) >= args.stay_threshold,
+        "wall_s": wall, "updates": updates,
+        "train_ratio_achieved": updates * cfg["batch_size"] * cfg["batch_length"] / trained_steps
+        if trained_steps > 0 and updates is not None else None,
+        "env_steps_per_s": final_step / wall if wall else None,
+    }
+
+
+def spread(values: list[float | None]) -> dict[str, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def checkpoint_returns(seed: dict[str, Any], points: list[int]) -> list[float | None]:
+    """Return of the last eval at or before each point; None past where the run got to."""
+    return [max(((s, r) for s, r, _ in seed["eval_curve"] if s <= p), default=(None, None))[1]
+            if p <= seed["final_step"] else None for p in points]
+
+
+def summarise(args: argparse.Namespace, seeds: list[dict]) -> dict[str, Any]:
+    points = [round(args.steps * k / 5) for k in range(1, 6)]
+    per_seed = {str(s["seed"]): checkpoint_returns(s, points) for s in seeds}
+    return {
+        "seeds": len(seeds), "solved": sum(s["steps_to_threshold"] is not None for s in seeds),
+        "stayed_solved": sum(s["stays_solved"] for s in seeds),
+        "steps_to_threshold": spread([s["steps_to_threshold"] for s in seeds]),
+        "wall_s_to_threshold": spread([s["wall_s_to_threshold"] for s in seeds]),
+        "wall_s": spread([s["wall_s"] for s in seeds]),
+        "checkpoints": {"steps": points, "eval_return": per_seed,
+                        "median": [spread(list(col))["median"] for col in zip(*per_seed.values())]},
+    }
+
+
+def fmt(value: Any, kind: str = "") -> str:
+    if value is None:
+        return "—"
+    if kind == "time":
+        return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+    if kind == "int":
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def fmt_spread(s: dict, kind: str) -> str:
+    """median [min – max]"""
+    if s["median"] is None:
+        return "—"
+    return f"{fmt(s['median'], kind)} [{fmt(s['min'], kind)} – {fmt(s['max'], kind)}]"
+
+
+def short_step(step: int) -> str:
+    return f"{step // 1000}K" if step % 1000 == 0 and step else f"{step:,}"
+
+
+def table_row(*cells: Any) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def write_markdown(path: Path, result: dict[str, Any]) -> None:
+    cfg, seeds, summary, machine = result["config"], result["seeds"], result["summary"], result["machine"]
+    thr, n, dirty = cfg["threshold"], summary["seeds"], " (uncommitted changes)" if result["git_dirty"] else ""
+    lines = [
+        f"# Learning benchmark: {cfg['task']}", "",
+        f"Reverie `{result['git_commit'][:12]}`{dirty}, {result['finished_at']}; {machine['platform']}, "
+        f"{machine['cpu_count']} CPUs, torch {machine['torch']} ({machine['torch_threads']} threads), "
+        f"{machine['accelerator']}.",
+        f"Presets: {', '.join(cfg['presets_resolved'])}; overrides: {' '.join(cfg['overrides']) or 'none'}; "
+        f"{cfg['steps']:,} env steps per seed, train ratio {cfg['train_ratio']:g}, "
+        f"eval every {cfg['eval_every']:,} steps over {cfg['eval_episodes']} episodes.",
+        f"Solved: eval return ≥ {thr:g}. Stays solved: the last three evals all ≥ {cfg['stay_threshold']:g}. "
+        "Wall-clock counts from the subprocess start, eval time included.", "",
+        table_row("seed", "status", f"steps to {thr:g}", f"wall to {thr:g}", "last 3 evals", "stays solved",
+                  "wall total", "updates", "train ratio", "env steps/s"),
+        "|" + "---|" * 10,
+    ]
+    for s in seeds:
+        lines.append(table_row(
+            s["seed"], s["status"], fmt(s["steps_to_threshold"], "int"), fmt(s["wall_s_to_threshold"], "time"),
+            ", ".join(fmt(r) for r in s["last3_eval_returns"]), "yes" if s["stays_solved"] else "no",
+            fmt(s["wall_s"], "time"), fmt(s["updates"], "int"), fmt(s["train_ratio_achieved"]),
+            fmt(s["env_steps_per_s"])))
+    lines.append(table_row(
+        "**all**", f"solved {summary['solved']}/{n}", fmt_spread(summary["steps_to_threshold"], "int"),
+        fmt_spread(summary["wall_s_to_threshold"], "time"), "", f"{summary['stayed_solved']}/{n}",
+        fmt_spread(summary["wall_s"], "time"), "", "", ""))
+    points = summary["checkpoints"]["steps"]
+    lines += ["", "Summary cells: median [min – max]; the to-threshold columns over the seeds that reached it.",
+              "", "## Eval return at checkpoints", "",
+              "Mean return of the last eval at or before each checkpoint (— where the run stopped earlier).", "",
+              table_row("seed", *map(short_step, points)), "|" + "---|" * (len(points) + 1)]
+    for seed, returns in summary["checkpoints"]["eval_return"].items():
+        lines.append(table_row(seed, *map(fmt, returns)))
+    lines.append(table_row("**median**", *map(fmt, summary["checkpoints"]["median"])))
+    lines += ["", "## Reproduce", "", "```", result["command"], "```", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_plot(path: Path, result: dict[str, Any]) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not installed; skipping the plot (pip install matplotlib)")
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for s in result["seeds"]:
+        if s["eval_curve"]:
+            steps, mean, std = zip(*s["eval_curve"])
+            std = [v or 0.0 for v in std]
+            line, = ax.plot(steps, mean, marker=".", label=f"seed {s['seed']}")
+            ax.fill_between(steps, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                            color=line.get_color(), alpha=0.15)
+    ax.axhline(result["config"]["threshold"], color="grey", linestyle="--", linewidth=1, label="threshold")
+    ax.set(xlabel="env steps", ylabel="eval return (mean ± std)",
+           title=f"Reverie on {result['config']['task']}: {', '.join(result['config']['presets_resolved'])}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def plan_seed(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, Any], bool]:
+    """The seed's logdir, its resolved config, and whether a finished run there is reused."""
+    logdir = Path(args.runs_dir) / task_slug(args.task) / f"seed{seed}"
+    cfg = config_lib.to_dict(api.build_config(args.task, args.preset, args.overrides, logdir, args.steps, seed))
+    reused = not args.rerun and (logdir / "config.yaml").is_file() and is_finished(logdir, args.steps)
+    if reused and (diff := config_mismatch(logdir, cfg)):
+        raise UserError(f"{logdir} holds a finished run with another config ({', '.join(diff[:5])}); "
+                        "pass --rerun or another --runs-dir")
+    return logdir, cfg, reused
+
+
+def describe(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
+    """What was run, on what code and machine, and the command that reproduces it."""
+    command = ["python", "benchmarks/learning.py", "--task", args.task, "--seeds", *map(str, args.seeds),
+               "--steps", str(args.steps), "--threshold", f"{args.threshold:g}", "--stay-threshold",
+               f"{args.stay_threshold:g}", "--max-minutes", f"{args.max_minutes:g}",
+               *[f"--preset={p}" for p in args.preset], "--out", args.out, "--runs-dir", args.runs_dir,
+               *args.overrides]
+    run = cfg["run"]
+    return {
+        "config": {"task": args.task, "seeds": args.seeds, "steps": args.steps, "threshold": args.threshold,
+                   "stay_threshold": args.stay_threshold, "max_minutes": args.max_minutes,
+                   "presets": args.preset, "presets_resolved": config_lib.compose_presets(args.preset),
+                   "overrides": args.overrides, "train_ratio": run["train_ratio"], "eval_every": run["eval_every"],
+                   "eval_episodes": run["eval_episodes"],
+                   "resolved": {k: v for k, v in cfg.items() if k not in ("seed", "logdir")}},
+        "command": shlex.join(command),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(), "run_threads": run["threads"],
+                    "device": run["device"],
+                    "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"},
+    }
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    plans = {seed: plan_seed(args, seed) for seed in args.seeds}  # config errors before any training
+    seeds = []
+    for seed, (logdir, cfg, reused) in plans.items():
+        if reused:
+            print(f"[seed {seed}] reusing the finished run in {logdir}")
+            record = json.loads((logdir / RECORD).read_text()) if (logdir / RECORD).is_file() else None
+        else:
+            if logdir.exists():
+                print(f"[seed {seed}] deleting the {'old' if args.rerun else 'unfinished'} run in {logdir}")
+                shutil.rmtree(logdir)
+            record = train_seed(args, seed, logdir)
+        seeds.append(analyse_seed(args, seed, logdir, record, cfg, reused))
+    result = {**describe(args, cfg), "seeds": seeds, "summary": summarise(args, seeds)}
+    out, stem = Path(args.out), f"learning_{task_slug(args.task)}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(out / f"{stem}.md", result)
+    plotted = write_plot(out / f"{stem}.png", result)
+    print(f"wrote {out / stem}.json, .md{', .png' if plotted else ''}\n")
+    print((out / f"{stem}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except UserError as error:
+        print(f"learning.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("learning.py: interrupted; the unfinished seed starts afresh next time", file=sys.stderr)
+        sys.exit(130)
