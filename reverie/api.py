@@ -70,16 +70,33 @@ def train(
     saved = logdir / "config.yaml"
     if saved.exists():
         cfg = config_lib.load(saved)
+        if cfg.env.id.startswith(OBJECT_PREFIX) and isinstance(env, str):
+            raise UserError(
+                f"{logdir} was trained on a Python env object ({cfg.env.id[len(OBJECT_PREFIX):]}); resume "
+                "it from Python and pass the env again: reverie.train(env, logdir=...)"
+            )
         if steps is not None:
             cfg.run.steps = int(steps)
     else:
         cfg = build_config(env, presets, overrides, logdir, steps, seed)
+        if not isinstance(env, str):
+            cfg.env.id = f"{OBJECT_PREFIX}{_object_name(env)}"
     spec = None if isinstance(env, str) else env
     return _train_loop(cfg, spec, progress)
 
 
+OBJECT_PREFIX = "object:"  # env.id of a run trained on a Python env object (instance or factory)
+
+
+def _object_name(env: Any) -> str:
+    if isinstance(env, gym.Env):
+        return type(env.unwrapped).__name__
+    name = getattr(env, "__qualname__", type(env).__name__)
+    return "custom_env" if "<lambda>" in name else name
+
+
 def _default_name(env: Any) -> str:
-    name = env if isinstance(env, str) else type(env).__name__
+    name = env if isinstance(env, str) else _object_name(env)
     return name.replace(":", "_").replace("/", "_")
 
 
@@ -118,6 +135,11 @@ def load(logdir: str | Path, env: Any = None, device: str = "auto") -> Policy:
     if not (logdir / "config.yaml").exists():
         raise CheckpointError(f"{logdir} holds no run (no config.yaml); pass the --logdir of a training run")
     cfg = config_lib.load(logdir / "config.yaml")
+    if env is None and cfg.env.id.startswith(OBJECT_PREFIX):
+        raise UserError(
+            f"{logdir} was trained on a Python env object ({cfg.env.id[len(OBJECT_PREFIX):]}); load or "
+            "evaluate it from Python and pass the env again: reverie.load(logdir, env=...)"
+        )
     spec = env if env is not None else cfg.env.id
     if isinstance(spec, gym.Env):
         spec = copy.deepcopy(spec)

@@ -64,9 +64,15 @@ def cmd_train(args) -> int:
                   "ignored (use a new --logdir for a new run)", file=sys.stderr)
         result = api.train(logdir=logdir, steps=args.steps, progress=not args.no_progress)
     else:
+        created = not logdir.exists()
         _check_logdir_writable(logdir)
-        result = api.train(env or "CartPole-v1", logdir=logdir, presets=args.preset, steps=args.steps,
-                           seed=args.seed, overrides=args.overrides, progress=not args.no_progress)
+        try:
+            result = api.train(env or "CartPole-v1", logdir=logdir, presets=args.preset, steps=args.steps,
+                               seed=args.seed, overrides=args.overrides, progress=not args.no_progress)
+        except UserError:
+            if created and logdir.is_dir() and not any(logdir.iterdir()):
+                logdir.rmdir()  # leave no empty run folder behind a refused start
+            raise
     print(json.dumps({k: v for k, v in result.items()}, default=str))
     return 0
 

@@ -31,7 +31,6 @@ class EnvConfig:
     eval_envs: int = 1
     action_repeat: int = 1
     max_episode_steps: int = 0  # 0 keeps the env's own time limit
-    image_size: tuple[int, int] = (64, 64)  # for suites that render images
 
 
 @dataclass
@@ -78,19 +77,12 @@ class EncoderConfig:
     depth: int = 4  # CNN channels = depth × mults
     mults: tuple[int, ...] = (2, 3, 4, 4)
     kernel: int = 5
-    symlog: bool = True
+    symlog: bool = True  # symlog-squash vector inputs
 
 
 @dataclass
-class DecoderConfig:
-    mlp_keys: str = ".*"
-    cnn_keys: str = ".*"
-    units: int = 64
-    layers: int = 3
-    depth: int = 4
-    mults: tuple[int, ...] = (2, 3, 4, 4)
-    kernel: int = 5
-    block_space: int = 8  # block groups of the deter → spatial projection
+class DecoderConfig(EncoderConfig):
+    block_space: int = 8  # block groups of the deter → spatial projection (image decoder)
 
 
 @dataclass
@@ -304,7 +296,7 @@ def update(cfg: Config, values: dict[str, Any], source: str = "override") -> Con
         matches = [p for p in paths if fnmatch.fnmatchcase(p, key)] if "*" in key else [key]
         if not matches or ("*" not in key and key not in paths):
             hint = difflib.get_close_matches(key, list(paths), n=1)
-            fix = f"did you mean '{hint[0]}'?" if hint else "see `reverie train --help-config`"
+            fix = f"did you mean '{hint[0]}'?" if hint else "`reverie config` prints every key"
             raise ConfigError(f"unknown config key '{key}' in {source}; {fix}")
         for path in matches:
             _set(cfg, path, coerce(path, paths[path], value))

@@ -78,6 +78,7 @@ class MultiDecoder(nn.Module):
         super().__init__()
         self.mlp_keys, self.cnn_keys = split_keys(obs_space, cfg.mlp_keys, cfg.cnn_keys, "decoder")
         self.shapes = {k: tuple(obs_space[k].shape) for k in self.mlp_keys + self.cnn_keys}
+        self.symlog = cfg.symlog
         if self.mlp_keys:
             self.mlp = MLP(deter + stoch, cfg.units, cfg.layers, norm, act)
             self.vec_out = Linear(self.mlp.out_features, sum(math.prod(self.shapes[k]) for k in self.mlp_keys))
@@ -95,7 +96,7 @@ class MultiDecoder(nn.Module):
             sizes = [math.prod(self.shapes[k]) for k in self.mlp_keys]
             for key, part in zip(self.mlp_keys, flat.split(sizes, -1)):
                 shape = self.shapes[key]
-                dists[key] = SymlogMSE(part.reshape(-1, *shape), event_dims=len(shape))
+                dists[key] = SymlogMSE(part.reshape(-1, *shape), event_dims=len(shape), squash=self.symlog)
         if self.cnn_keys:
             images = self.cnn(deter, stoch)  # (N, H, W, C_total)
             sizes = [self.shapes[k][-1] for k in self.cnn_keys]

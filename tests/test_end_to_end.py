@@ -49,7 +49,7 @@ def test_train_checkpoint_resume_eval(tmp_path, capsys):
     assert np.isfinite(history[-1]["return_mean"])
 
 
-def test_python_api_with_env_instance_and_policy(tmp_path):
+def test_python_api_with_env_instance_and_policy(tmp_path, capsys):
     import gymnasium as gym
 
     import reverie
@@ -58,6 +58,9 @@ def test_python_api_with_env_instance_and_policy(tmp_path):
     result = reverie.train(gym.make("CartPole-v1"), logdir=logdir, presets=["debug"], steps=200,
                            overrides={"run.prefill": 100, "run.train_ratio": 16}, progress=False)
     assert result["step"] == 200
+    # The run remembers that it was trained on an object: the CLI asks for it from Python.
+    assert cli.main(["eval", "--logdir", str(logdir)]) == 2
+    assert "trained on a Python env object (CartPoleEnv)" in capsys.readouterr().err
     policy = reverie.load(logdir, env=gym.make("CartPole-v1"))
     env = policy.make_env(seed=3)
     step, state, total = env.reset(), policy.initial_state(), 0.0

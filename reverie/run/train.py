@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from rich.console import Console
 
 from .. import config as config_lib
 from ..agent import Agent, resolve_device
@@ -146,7 +147,9 @@ class Trainer:
         c = self.counters
         config_lib.save(cfg, self.logdir / "config.yaml")
         writer = MetricsWriter(self.logdir)
-        progress = Progress(cfg.run.steps, c.step, enabled=self.show_progress)
+        # Without a live bar (--no-progress, CI, redirected output) the console gets plain lines.
+        console = None if self.show_progress else Console(force_terminal=False)
+        progress = Progress(cfg.run.steps, c.step, console=console)
         progress.log(self.replay_summary())
         progress.log(f"{'resumed' if resumed else 'started'} at step {c.step:,}; "
                      f"{self.updates_per_step:.4g} updates per policy step (train_ratio {cfg.run.train_ratio:g})")
@@ -179,6 +182,7 @@ class Trainer:
                         train_metrics.append(self.agent.train_step(self.replay.sample()))
                         c.updates += 1
                         c.credit -= 1.0
+                progress.update(c.step, {"updates": c.updates})
                 finished = tracker.pop()
                 c.episodes += len(finished)
                 episode_stats += finished
