@@ -146,73 +146,88 @@ class Trainer:
         resumed = self.restore()
         c = self.counters
         config_lib.save(cfg, self.logdir / "config.yaml")
-        writer = MetricsWriter(self.logdir)
+        self.writer = MetricsWriter(self.logdir)
         # Without a live bar (--no-progress, CI, redirected output) the console gets plain lines.
         console = None if self.show_progress else Console(force_terminal=False)
-        progress = Progress(cfg.run.steps, c.step, console=console)
-        progress.log(self.replay_summary())
-        progress.log(f"{'resumed' if resumed else 'started'} at step {c.step:,}; "
-                     f"{self.updates_per_step:.4g} updates per policy step (train_ratio {cfg.run.train_ratio:g})")
-        tracker = EpisodeTracker(self.envs.num_envs)
-        train_metrics: list[dict[str, torch.Tensor]] = []
-        last_log = last_ckpt = time.time()
-        log_step, log_updates, last_eval = c.step, c.updates, {}
-        obs = self.envs.reset()
-        state = self.agent.init_state(self.envs.num_envs)
-        episode_stats: list[tuple[float, int]] = []
+        self.progress = Progress(cfg.run.steps, c.step, console=console)
+        self.progress.log(self.replay_summary())
+        self.progress.log(f"{'resumed' if resumed else 'started'} at step {c.step:,}; {self.updates_per_step:.4g} "
+                          f"updates per policy step (train_ratio {cfg.run.train_ratio:g})")
+        self.last_eval: dict[str, float] = {}
         try:
-            while c.step < cfg.run.steps:
-                if c.next_eval >= 0 and c.step >= c.next_eval:
-                    last_eval = self.evaluate()
-                    writer.write(c.step, {f"eval/{k}": v for k, v in last_eval.items()})
-                    progress.log(f"step {c.step:,}: eval return {last_eval['return_mean']:.1f} "
-                                 f"± {last_eval['return_std']:.1f} over {last_eval['episodes']} episodes")
-                    c.next_eval = c.step + cfg.run.eval_every
-                if c.step < cfg.run.prefill:
-                    action = self.envs.act_space.sample_random(self.rng, self.envs.num_envs).astype(np.float32)
-                else:
-                    state, action = self.agent.act(state, obs, "train")
-                self.replay.add({**obs, "action": action})
-                obs = self.envs.step(action)
-                tracker.add(obs)
-                c.step += self.envs.num_envs
-                if c.step >= cfg.run.prefill and self.replay.ready:
-                    c.credit += self.updates_per_step * self.envs.num_envs
-                    while c.credit >= 1.0:
-                        train_metrics.append(self.agent.train_step(self.replay.sample()))
-                        c.updates += 1
-                        c.credit -= 1.0
-                progress.update(c.step, {"updates": c.updates})
-                finished = tracker.pop()
-                c.episodes += len(finished)
-                episode_stats += finished
-                now = time.time()
-                if now - last_log >= cfg.run.log_every or c.step >= cfg.run.steps:
-                    row = self.summarise(train_metrics, episode_stats, now - last_log,
-                                         c.step - log_step, c.updates - log_updates)
-                    writer.write(c.step, row)
-                    progress.update(c.step, {k: row[k] for k in (
-                        "fps", "updates_per_s", "episode/return", "loss/rec", "loss/policy") if k in row})
-                    train_metrics, episode_stats = [], []
-                    last_log, log_step, log_updates = now, c.step, c.updates
-                if now - last_ckpt >= cfg.run.checkpoint_every * 60:
-                    self.save()
-                    last_ckpt = now
+            self.loop()
             if cfg.run.eval_every:
-                last_eval = self.evaluate()
-                writer.write(c.step, {f"eval/{k}": v for k, v in last_eval.items()})
-                progress.log(f"final eval return {last_eval['return_mean']:.1f} ± {last_eval['return_std']:.1f}")
-            path = self.save()
-            progress.log(f"checkpoint written: {path}")
+                self.evaluate_and_log(final=True)
+            self.progress.log(f"checkpoint written: {self.save()}")
         except KeyboardInterrupt:
-            path = self.save()
-            progress.log(f"interrupted at step {c.step:,}; checkpoint written: {path}")
+            self.progress.log(f"interrupted at step {c.step:,}; checkpoint written: {self.save()}")
             raise
         finally:
-            progress.close()
-            writer.close()
-        return {"step": c.step, "updates": c.updates, "episodes": c.episodes, "eval": last_eval,
+            self.progress.close()
+            self.writer.close()
+        return {"step": c.step, "updates": c.updates, "episodes": c.episodes, "eval": self.last_eval,
                 "logdir": str(self.logdir)}
+
+    def loop(self) -> None:
+        """Act, store, train as the ratio allows; log, evaluate and checkpoint when due."""
+        cfg, c = self.cfg, self.counters
+        tracker = EpisodeTracker(self.envs.num_envs)
+        train_metrics: list[dict[str, torch.Tensor]] = []
+        episode_stats: list[tuple[float, int]] = []
+        last_log = last_ckpt = time.time()
+        log_step, log_updates = c.step, c.updates
+        obs = self.envs.reset()
+        state = self.agent.init_state(self.envs.num_envs)
+        while c.step < cfg.run.steps:
+            if c.next_eval >= 0 and c.step >= c.next_eval:
+                self.evaluate_and_log()
+                c.next_eval = c.step + cfg.run.eval_every
+            if c.step < cfg.run.prefill:
+                action = self.envs.act_space.sample_random(self.rng, self.envs.num_envs).astype(np.float32)
+            else:
+                state, action = self.agent.act(state, obs, "train")
+            self.replay.add({**obs, "action": action})  # step t with the action taken in it
+            obs = self.envs.step(action)
+            tracker.add(obs)
+            c.step += self.envs.num_envs
+            train_metrics += self.train_due()
+            finished = tracker.pop()
+            c.episodes += len(finished)
+            episode_stats += finished
+            self.progress.update(c.step, {"updates": c.updates})
+            now = time.time()
+            if now - last_log >= cfg.run.log_every or c.step >= cfg.run.steps:
+                row = self.summarise(train_metrics, episode_stats, now - last_log,
+                                     c.step - log_step, c.updates - log_updates)
+                self.writer.write(c.step, row)
+                # The bar measures steps/s and updates/s itself; show the return and main losses.
+                self.progress.update(c.step, {k: row[k] for k in (
+                    "episode/return", "loss/rec", "loss/rew", "loss/policy", "loss/value") if k in row})
+                train_metrics, episode_stats = [], []
+                last_log, log_step, log_updates = now, c.step, c.updates
+            if now - last_ckpt >= cfg.run.checkpoint_every * 60:
+                self.save()
+                last_ckpt = now
+
+    def train_due(self) -> list[dict[str, torch.Tensor]]:
+        """Run the updates the train ratio has earned since the last policy step."""
+        c = self.counters
+        if c.step < self.cfg.run.prefill or not self.replay.ready:
+            return []
+        c.credit += self.updates_per_step * self.envs.num_envs
+        metrics = []
+        while c.credit >= 1.0:
+            metrics.append(self.agent.train_step(self.replay.sample()))
+            c.updates += 1
+            c.credit -= 1.0
+        return metrics
+
+    def evaluate_and_log(self, final: bool = False) -> None:
+        result = self.last_eval = self.evaluate()
+        self.writer.write(self.counters.step, {f"eval/{k}": v for k, v in result.items()})
+        where = "final" if final else f"step {self.counters.step:,}:"
+        self.progress.log(f"{where} eval return {result['return_mean']:.1f} ± {result['return_std']:.1f} "
+                          f"over {result['episodes']} episodes")
 
     def summarise(self, train_metrics, episode_stats, seconds, steps, updates) -> dict[str, float]:
         row: dict[str, float] = {
