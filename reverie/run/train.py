@@ -13,7 +13,7 @@ import copy
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..logging import MetricsWriter, Progress
 from ..replay import Replay
 from . import checkpoint as ckpt
-from .evaluate import run_episodes
+from .evaluate import EpisodeTracker, run_episodes
 
 
 @dataclass
@@ -40,32 +40,6 @@ class Counters:
     episodes: int = 0
     credit: float = 0.0  # updates earned by the train ratio but not yet done
     next_eval: int = 0
-
-
-@dataclass
-class EpisodeTracker:
-    """Running returns and lengths of the training envs' episodes."""
-
-    num_envs: int
-    returns: np.ndarray = None
-    lengths: np.ndarray = None
-    finished: list = field(default_factory=list)
-
-    def __post_init__(self):
-        self.returns = np.zeros(self.num_envs)
-        self.lengths = np.zeros(self.num_envs, dtype=np.int64)
-
-    def add(self, step: dict[str, np.ndarray]) -> None:
-        live = ~step["is_first"]
-        self.returns += step["reward"] * live
-        self.lengths += live
-        for i in np.flatnonzero(step["is_last"]):
-            self.finished.append((float(self.returns[i]), int(self.lengths[i])))
-            self.returns[i], self.lengths[i] = 0.0, 0
-
-    def pop(self) -> list[tuple[float, int]]:
-        done, self.finished = self.finished, []
-        return done
 
 
 def seed_everything(seed: int) -> None:
