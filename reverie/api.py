@@ -21,10 +21,10 @@ import torch
 from . import config as config_lib
 from .agent import Agent, resolve_device
 from .config import Config
-from .envs import GymEnv, make_env, make_vec_env
+from .envs import GymEnv, default_suite_preset, make_env, make_vec_env
 from .errors import CheckpointError, UserError
 from .run import checkpoint as ckpt
-from .run.evaluate import run_episodes
+from .run.evaluate import EpisodeRecorder, run_episodes, write_episode_videos
 from .run.train import train as _train_loop
 
 
@@ -36,7 +36,11 @@ def build_config(
     steps: int | None = None,
     seed: int | None = None,
 ) -> Config:
-    """Defaults for the kinds of preset not named, the named presets in order, then overrides."""
+    """Defaults for the kinds of preset not named, the named presets in order, then overrides.
+
+    The default suite preset follows the env id: ``dmc_proprio`` for ``dmc:…``, ``atari100k`` for
+    ``atari:…``, ``crafter`` for ``crafter``, ``classic`` otherwise.
+    """
     extra: dict[str, Any] = {}
     if isinstance(env, str):
         extra["env.id"] = env
@@ -48,7 +52,8 @@ def build_config(
         extra["seed"] = seed
     if isinstance(overrides, list):
         overrides = config_lib.parse_overrides(overrides)
-    cfg = config_lib.make_config(config_lib.compose_presets(list(presets)), {**(overrides or {}), **extra})
+    names = config_lib.compose_presets(list(presets), default_suite_preset(env))
+    cfg = config_lib.make_config(names, {**(overrides or {}), **extra})
     if cfg.run.steps < 1:
         raise UserError(f"--steps must be a positive number of env steps, got {cfg.run.steps}")
     return cfg
@@ -103,8 +108,11 @@ def _default_name(env: Any) -> str:
 class Policy:
     """A trained agent loaded from a logdir, acting on Reverie step dicts (see `make_env`)."""
 
-    def __init__(self, agent: Agent, cfg: Config, env_spec: Any = None):
+    def __init__(self, agent: Agent, cfg: Config, env_spec: Any = None, logdir: str | Path | None = None,
+                 step: int = 0):
         self.agent, self.cfg, self.env_spec = agent, cfg, env_spec
+        self.logdir = Path(logdir) if logdir is not None else None  # the run it was loaded from
+        self.step = int(step)  # env steps of the loaded checkpoint
 
     def make_env(self, seed: int = 0) -> GymEnv:
         """One env of the kind the agent was trained on, speaking step dicts."""
@@ -120,12 +128,74 @@ class Policy:
         state, action = self.agent.act(state, batched, mode)
         return action[0], state
 
-    def evaluate(self, episodes: int = 10, mode: str = "eval", seed: int = 12345) -> dict[str, float]:
-        envs = make_vec_env(self.env_spec, self.cfg.env, 1, seed)
+    def evaluate(self, episodes: int = 10, mode: str = "eval", seed: int = 12345,
+                 video: bool | str | Path = False, video_episodes: int = 1) -> dict[str, Any]:
+        """Play `episodes` episodes; returns {"return_mean", "return_std", "return_min",
+        "return_max", "length_mean", "episodes"}.
+
+        With `video` (True: the run's logdir; or a folder), the first `video_episodes` episodes
+        are also written as videos to `<folder>/videos/eval_{i}_{step:09d}.{gif,mp4}` (and to
+        TensorBoard under `<folder>/tensorboard`): for image observations, the frames with the
+        model's open-loop prediction of the same episode and its error below them; otherwise the
+        env's rendered frames. The result then has "videos" (the GIF paths, as strings) and, when
+        no video could be made, "video_note" (one line saying why).
+        """
+        if not video:
+            envs = make_vec_env(self.env_spec, self.cfg.env, 1, seed)
+            try:
+                return run_episodes(self.agent, envs, episodes, mode)
+            finally:
+                envs.close()
+        folder = self._video_folder(video)
+        if video_episodes < 1:
+            raise UserError(f"--video-episodes must be ≥ 1, got {video_episodes}")
+        has_images = any(spec.is_image for spec in self.agent.obs_space.values())
+        envs, note = self._make_video_envs(seed, render=not has_images)
+        recorder = EpisodeRecorder(min(video_episodes, episodes), render=not has_images and not note)
         try:
-            return run_episodes(self.agent, envs, episodes, mode)
+            result: dict[str, Any] = run_episodes(self.agent, envs, episodes, mode, record=recorder)
         finally:
             envs.close()
+        note = note or recorder.render_note
+        tb = _tensorboard(folder) if recorder.episodes else None
+        try:
+            paths = write_episode_videos(self.agent, recorder.episodes, folder, self.step, tb)
+        finally:
+            if tb is not None:
+                tb.close()
+        result["videos"] = [str(p) for p in paths]
+        if not paths:
+            result["video_note"] = note or "no video: the episodes have neither images nor rendered frames"
+        return result
+
+    def _video_folder(self, video: bool | str | Path) -> Path:
+        if video is True:
+            if self.logdir is None:
+                raise UserError("this policy has no logdir to write videos to; pass video=<folder>")
+            return self.logdir
+        return Path(video)
+
+    def _make_video_envs(self, seed: int, render: bool):
+        """(one VecEnv, note): with `render`, a string id is made with render_mode="rgb_array";
+        an env that refuses that argument is made without it, and the note says videos are off."""
+        if render and isinstance(self.env_spec, str):
+            try:
+                return make_vec_env(self.env_spec, self.cfg.env, 1, seed,
+                                    make_kwargs={"render_mode": "rgb_array"}), ""
+            except TypeError as error:
+                note = f"no video: {self.env_spec} does not take render_mode='rgb_array' ({error})"
+                return make_vec_env(self.env_spec, self.cfg.env, 1, seed), note
+        return make_vec_env(self.env_spec, self.cfg.env, 1, seed), ""
+
+
+def _tensorboard(logdir: Path) -> Any:
+    """A SummaryWriter on logdir/tensorboard (a new event file: a running training's is left
+    alone), or None without tensorboard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(logdir / "tensorboard"))
 
 
 def load(logdir: str | Path, env: Any = None, device: str = "auto") -> Policy:
@@ -157,18 +227,28 @@ def load(logdir: str | Path, env: Any = None, device: str = "auto") -> Policy:
         raise CheckpointError(f"checkpoint {path} does not match {logdir / 'config.yaml'}: "
                               f"{str(error).splitlines()[0]}") from None
     agent.eval()
-    return Policy(agent, cfg, spec)
+    return Policy(agent, cfg, spec, logdir, _checkpoint_step(path))
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The env step in a checkpoint's name (`ckpt_{step}.pt`)."""
+    return int(Path(path).stem.split("_")[1])
 
 
 def evaluate(logdir: str | Path, episodes: int = 10, mode: str = "eval", env: Any = None,
-             write: bool = True) -> dict[str, float]:
-    """Evaluate the newest checkpoint; with `write`, append the result to logdir/eval.json."""
+             write: bool = True, video: bool = False, video_episodes: int = 1) -> dict[str, Any]:
+    """Evaluate the newest checkpoint; with `write`, append the result to logdir/eval.json.
+
+    With `video`, the first `video_episodes` episodes are written to
+    `logdir/videos/eval_{i}_{step:09d}.{gif,mp4}` (see `Policy.evaluate`) and their paths are in
+    the result under "videos".
+    """
     policy = load(logdir, env)
-    result = policy.evaluate(episodes, mode)
+    result = policy.evaluate(episodes, mode, video=bool(video), video_episodes=video_episodes)
     if write:
         path = Path(logdir) / "eval.json"
         history = json.loads(path.read_text()) if path.exists() else []
-        step = int(ckpt.list_checkpoints(Path(logdir) / "checkpoints")[-1].stem.split("_")[1])
-        history.append({"step": step, "mode": mode, **result})
+        row = {k: v for k, v in result.items() if k != "video_note"}
+        history.append({"step": policy.step, "mode": mode, **row})
         ckpt.atomic_write_bytes(path, json.dumps(history, indent=1).encode())
     return result

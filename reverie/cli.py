@@ -18,7 +18,11 @@ EXAMPLES = """examples:
   reverie train --env CartPole-v1 --logdir runs/cartpole
   reverie train --env Pendulum-v1 --preset size12m --steps 100000 run.train_ratio=256
   reverie train --env my_package:MyEnv-v0 --preset debug
+  reverie train --env dmc:walker_walk --preset dmc_vision
+  reverie train --env atari:pong            # preset atari100k by default
+  reverie train --env crafter
   reverie eval --logdir runs/cartpole --episodes 20
+  reverie eval --logdir runs/walker --episodes 5 --video   # + videos/eval_0_<step>.{gif,mp4}
   reverie config --preset debug          # print the resolved config
 """
 
@@ -30,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an agent (resumes when the logdir holds a run)",
                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
-    train.add_argument("--env", default=None, help="Gymnasium id or module:EnvId (default CartPole-v1)")
+    train.add_argument("--env", default=None, help="Gymnasium id, module:EnvId, dmc:<domain>_<task>, atari:<game> or crafter "
+                       "(default CartPole-v1)")
     train.add_argument("--preset", action="append", default=[], metavar="P",
                        help=f"preset, repeatable, applied in order: {', '.join(config_lib.available_presets())}")
     train.add_argument("--logdir", default=None, help="run folder (default runs/<env>); an existing run resumes")
@@ -44,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--mode", choices=["eval", "train"], default="eval",
                     help="eval: the policy's mode; train: sample actions as in training")
+    ev.add_argument("--video", action="store_true",
+                    help="write videos of the first episodes to <logdir>/videos/eval_<i>_<step>.{gif,mp4}: image "
+                         "observations with the model's open-loop prediction and its error, else rendered frames")
+    ev.add_argument("--video-episodes", type=int, default=1, metavar="N",
+                    help="with --video: how many episodes to record (default 1)")
 
     cfg = sub.add_parser("config", help="print the resolved config (presets + overrides) as YAML")
+    cfg.add_argument("--env", default=None, help="env id; picks the suite's default preset as `train` does")
     cfg.add_argument("--preset", action="append", default=[], metavar="P")
     cfg.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
@@ -92,16 +103,27 @@ def cmd_eval(args) -> int:
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be ≥ 1, got {args.episodes}")
-    result = api.evaluate(args.logdir, args.episodes, args.mode)
+    if args.video_episodes < 1:
+        raise UserError(f"--video-episodes must be ≥ 1, got {args.video_episodes}")
+    result = api.evaluate(args.logdir, args.episodes, args.mode, video=args.video,
+                          video_episodes=args.video_episodes)
     print(f"mean return {result['return_mean']:.2f} ± {result['return_std']:.2f} over "
           f"{result['episodes']} episodes (mode {args.mode}); written to {Path(args.logdir) / 'eval.json'}")
+    if args.video:
+        for gif in result.get("videos", []):
+            mp4 = Path(gif).with_suffix(".mp4")
+            print(f"video written: {gif}" + (f" and {mp4}" if mp4.exists() else ""))
+        if not result.get("videos"):
+            print(f"reverie: {result.get('video_note', 'no video written')}", file=sys.stderr)
     return 0
 
 
 def cmd_config(args) -> int:
     import yaml
 
-    cfg = config_lib.make_config(config_lib.compose_presets(args.preset), args.overrides)
+    from .api import build_config
+
+    cfg = build_config(args.env, args.preset, args.overrides)
     print(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False), end="")
     return 0
 

@@ -31,6 +31,15 @@ class EnvConfig:
     eval_envs: int = 1
     action_repeat: int = 1
     max_episode_steps: int = 0  # 0 keeps the env's own time limit
+    # Options of the benchmark suites (dmc:, atari:, crafter); other envs ignore them.
+    size: tuple[int, int] = (64, 64)  # rendered / resized image (height, width)
+    gray: bool = False  # atari: greyscale frames (H, W, 1)
+    sticky: bool = False  # atari: repeat the previous action with probability 0.25
+    noops: int = 0  # atari: up to this many no-op actions at the start of an episode
+    full_actions: bool = False  # atari: all 18 actions instead of the game's minimal set
+    camera: int = -1  # dmc: camera id for the image; -1 picks the domain's default
+    proprio: bool = True  # dmc: vector observations
+    image: bool = True  # dmc: a rendered RGB image under the key "image"
 
 
 @dataclass
@@ -41,6 +50,8 @@ class RunConfig:
     eval_every: int = 5000  # policy steps between evaluations; 0 disables
     eval_episodes: int = 10
     log_every: float = 20.0  # seconds between metric rows
+    report_every: float = 300.0  # seconds between open-loop prediction reports (videos); 0 disables
+    report_sequences: int = 4  # replayed sequences shown side by side in the open-loop video
     checkpoint_every: float = 10.0  # minutes between checkpoints
     keep_checkpoints: int = 3
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -331,11 +342,15 @@ def load_preset(name: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def compose_presets(names: list[str]) -> list[str]:
-    """Default presets for the kinds the user did not name, followed by the user's in order."""
+def compose_presets(names: list[str], suite: str | None = None) -> list[str]:
+    """Default presets for the kinds the user did not name, followed by the user's in order.
+
+    `suite` replaces the default suite preset (`classic`); the env registry picks it from the env id
+    (e.g. `dmc_proprio` for `dmc:walker_walk`, see `reverie.envs.default_suite_preset`).
+    """
     kinds = {load_preset(n).get("_kind") for n in names}
-    defaults = [p for kind, p in DEFAULT_PRESETS.items() if kind not in kinds]
-    return defaults + list(names)
+    defaults = {**DEFAULT_PRESETS, **({"suite": suite} if suite else {})}
+    return [p for kind, p in defaults.items() if kind not in kinds] + list(names)
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -378,6 +393,10 @@ def validate(cfg: Config) -> None:
         (cfg.batch_length >= 2, "batch_length must be ≥ 2"),
         (cfg.env.num_envs >= 1, "env.num_envs must be ≥ 1"),
         (cfg.env.action_repeat >= 1, "env.action_repeat must be ≥ 1"),
+        (cfg.run.report_sequences >= 1, "run.report_sequences must be ≥ 1"),
+        (min(cfg.env.size) >= 8, "env.size must be at least [8, 8] pixels"),
+        (cfg.env.noops >= 0, "env.noops must be ≥ 0"),
+        (cfg.env.proprio or cfg.env.image, "env.proprio and env.image cannot both be false"),
         (cfg.run.train_ratio > 0, "run.train_ratio must be > 0"),
         (cfg.run.precision in ("float32", "bfloat16"), "run.precision must be float32 or bfloat16"),
         (cfg.model.rssm.deter % cfg.model.rssm.blocks == 0,

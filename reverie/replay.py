@@ -189,6 +189,19 @@ class Replay:
             uniform_env, uniform_start = self._draw_uniform(missing)
             env = np.concatenate([env, uniform_env])
             start = np.concatenate([start, uniform_start])
+        return self._gather(env, start)
+
+    def sample_uniform(self, count: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """`count` uniformly drawn windows {key: (count, T, ...)} that leave the training stream
+        untouched: no online-queue entry is taken and the replay's own RNG is not advanced (for
+        reports and videos)."""
+        if not self.ready:
+            raise RuntimeError("replay is not ready to sample: add more steps first (check `ready`)")
+        env, start = self._draw_uniform(count, rng)
+        return self._gather(env, start)
+
+    def _gather(self, env: np.ndarray, start: np.ndarray) -> dict[str, np.ndarray]:
+        """Windows of `batch_length` steps starting at (env[i], start[i])."""
         offsets = np.arange(self.batch_length, dtype=np.int64)  # (T,)
         slots = (start[:, None] + offsets) % self.per_env_capacity  # (B, T)
         rows = env[:, None]  # (B, 1), broadcast against slots
@@ -210,10 +223,10 @@ class Replay:
                 starts.append(start)
         return np.asarray(envs, np.int64), np.asarray(starts, np.int64)
 
-    def _draw_uniform(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+    def _draw_uniform(self, count: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`count` windows drawn uniformly (with replacement) over all envs and valid starts."""
         windows_per_env = self._stored_per_env - self.batch_length + 1
-        index = self._rng.integers(0, self.num_envs * windows_per_env, size=count, dtype=np.int64)
+        index = (rng or self._rng).integers(0, self.num_envs * windows_per_env, size=count, dtype=np.int64)
         env = index // windows_per_env  # (count,)
         start = self._oldest_start() + index % windows_per_env  # (count,)
         return env, start

@@ -15,6 +15,8 @@ from gymnasium import spaces
 from reverie.config import EnvConfig
 from reverie.envs import (
     SUITES,
+    Suite,
+    default_suite_preset,
     ActionSpace,
     ArraySpec,
     GymEnv,
@@ -287,18 +289,59 @@ def test_unknown_ids_give_a_helpful_one_line_error():
         resolve("no_such_module_xyz:Env-v0")
 
 
-def test_suite_prefix_dispatches_to_its_builder(monkeypatch):
-    calls = []
-
+def _fake_builder(calls):
     def builder(task, cfg, seed):
         calls.append((task, cfg.action_repeat, seed))
         return CounterEnv()
 
-    monkeypatch.setitem(SUITES, "fakesuite", builder)
+    return builder
+
+
+def test_suite_prefix_dispatches_to_its_builder(monkeypatch):
+    calls = []
+    monkeypatch.setitem(SUITES, "fakesuite", Suite("fakesuite", _fake_builder(calls), preset="classic"))
     cfg = EnvConfig(id="fakesuite:walk", action_repeat=2, parallel=False)
     venv = make_vec_env(None, cfg, num_envs=2, seed=10)
     assert calls == [("walk", 2, 10), ("walk", 2, 11)] and not venv.parallel
     venv.close()
+
+
+def test_suite_that_repeats_actions_itself_is_not_repeated_again(monkeypatch):
+    for repeats, expected_reward in [(True, 1.0), (False, 1.0 + 2.0 + 3.0)]:
+        monkeypatch.setitem(SUITES, "fakesuite", Suite("fakesuite", _fake_builder([]), preset="classic",
+                                                       repeats_actions=repeats))
+        env = make_env("fakesuite:walk", EnvConfig(action_repeat=3))
+        env.reset()
+        step = env.step(np.float32([1, 0]))
+        assert step["reward"] == expected_reward, repeats  # reward at env step t is t
+
+
+def test_suite_bare_name_missing_dependency_and_bad_task(monkeypatch):
+    calls = []
+
+    def check(task):
+        if task != "good":
+            raise EnvError(f"unknown task '{task}'")
+
+    suite = Suite("fakesuite", _fake_builder(calls), preset="classic", check_task=check, default_task="good")
+    monkeypatch.setitem(SUITES, "fakesuite", suite)
+    make_env("fakesuite", EnvConfig())
+    assert calls[-1][0] == "good"
+    assert default_suite_preset("fakesuite") == "classic" and default_suite_preset("CartPole-v1") is None
+    with pytest.raises(EnvError, match="unknown task 'bad'"):
+        resolve("fakesuite:bad")
+    missing = Suite("fakesuite", _fake_builder(calls), preset="classic", requires=("no_such_module_xyz",),
+                    install="pip install no-such-module-xyz")
+    monkeypatch.setitem(SUITES, "fakesuite", missing)
+    with pytest.raises(EnvError, match="needs no_such_module_xyz, which is not installed; pip install no-such"):
+        resolve("fakesuite:good")
+
+
+def test_default_suite_preset_follows_the_env_id():
+    assert default_suite_preset("dmc:walker_walk") == "dmc_proprio"
+    assert default_suite_preset("atari:pong") == "atari100k"
+    assert default_suite_preset("crafter") == default_suite_preset("crafter:noreward") == "crafter"
+    assert default_suite_preset("my_module:Env-v0") is None
 
 
 def test_instance_and_factory_specs():

@@ -14,7 +14,8 @@ import gymnasium as gym
 
 from reverie.config import EnvConfig
 from reverie.envs.gym_adapter import GymEnv, GymEnvFactory
-from reverie.envs.registry import SUITES, resolve
+from reverie.envs.registry import SUITES, Suite, default_suite_preset, register_suite, resolve, suite_of
+from reverie.envs import suites as _suites  # noqa: F401  (registers dmc, atari, crafter)
 from reverie.envs.spaces import ActionSpace, ArraySpec, ObsConverter, action_space_from_gym, obs_spec_from_gym
 from reverie.envs.vector import VecEnv, WorkerError
 from reverie.errors import ConfigError, EnvError
@@ -22,6 +23,10 @@ from reverie.errors import ConfigError, EnvError
 __all__ = [
     "SUITES",
     "ActionSpace",
+    "Suite",
+    "default_suite_preset",
+    "register_suite",
+    "suite_of",
     "ArraySpec",
     "GymEnv",
     "ObsConverter",
@@ -36,9 +41,11 @@ __all__ = [
 
 
 def _env_factory(spec: Any, env_cfg: EnvConfig, seed: int, make_kwargs: dict[str, Any] | None) -> GymEnvFactory:
+    suite = suite_of(spec)
+    repeat = 1 if suite is not None and suite.repeats_actions else env_cfg.action_repeat
     return GymEnvFactory(
         resolve(spec, env_cfg, seed, make_kwargs),
-        action_repeat=env_cfg.action_repeat,
+        action_repeat=repeat,
         max_episode_steps=env_cfg.max_episode_steps,
         seed=seed,
     )

@@ -4,6 +4,10 @@ Every ``reset``/``step`` returns a dict of numpy arrays: the observation keys pl
 (float32, shape ()), ``is_first``, ``is_last`` and ``is_terminal`` (bool, shape ()).
 ``is_terminal`` follows Gymnasium's ``terminated`` only; truncation (the env's own time limit or
 ``max_episode_steps``) sets ``is_last`` without ``is_terminal``.
+
+An env may report per-step statistics that are not observations (e.g. Crafter's achievements) as
+``info["log"] = {name: number}``, with the same names at reset and at every step; they appear as
+float32 keys ``log/<name>``. The training loop logs them per episode and never feeds them to the model.
 """
 
 from __future__ import annotations
@@ -17,6 +21,13 @@ import numpy as np
 
 from reverie.envs.spaces import ActionSpace, ArraySpec, ObsConverter, action_space_from_gym
 from reverie.errors import ConfigError, EnvError
+
+
+LOG_PREFIX = "log/"
+
+
+def _log_keys(info: dict) -> dict[str, np.ndarray]:
+    return {f"{LOG_PREFIX}{k}": np.asarray(v, dtype=np.float32) for k, v in (info.get("log") or {}).items()}
 
 
 def _flags(reward: float, is_first: bool, is_last: bool, is_terminal: bool) -> dict[str, np.ndarray]:
@@ -67,14 +78,14 @@ class GymEnv:
     def reset(self) -> dict[str, np.ndarray]:
         """Start an episode; returns the first step (is_first, reward 0)."""
         if not self._seeded and self.seed is not None:
-            raw_obs, _ = self.env.reset(seed=int(self.seed))
+            raw_obs, info = self.env.reset(seed=int(self.seed))
             self.env.action_space.seed(int(self.seed))
         else:
-            raw_obs, _ = self.env.reset()
+            raw_obs, info = self.env.reset()
         self._seeded = True
         self._episode_steps = 0
         self._done = False
-        return {**self._obs(raw_obs), **_flags(0.0, True, False, False)}
+        return {**self._obs(raw_obs), **_flags(0.0, True, False, False), **_log_keys(info)}
 
     def step(self, action_vec: np.ndarray) -> dict[str, np.ndarray]:
         """Apply the agent's action vector (A,) ``action_repeat`` times; returns the resulting step."""
@@ -83,9 +94,9 @@ class GymEnv:
         action = self.act_space.to_env(action_vec)
         total_reward = 0.0
         terminated = truncated = False
-        raw_obs = None
+        raw_obs, info = None, {}
         for _ in range(self.action_repeat):
-            raw_obs, reward, terminated, truncated, _ = self.env.step(action)
+            raw_obs, reward, terminated, truncated, info = self.env.step(action)
             total_reward += float(reward)
             if terminated or truncated:
                 break
@@ -94,7 +105,7 @@ class GymEnv:
             truncated = True
         is_last = bool(terminated or truncated)
         self._done = is_last
-        return {**self._obs(raw_obs), **_flags(total_reward, False, is_last, bool(terminated))}
+        return {**self._obs(raw_obs), **_flags(total_reward, False, is_last, bool(terminated)), **_log_keys(info)}
 
     def render(self) -> Any:
         return self.env.render()

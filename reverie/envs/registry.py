@@ -6,7 +6,8 @@ Spec forms:
 - ``"my_package:MyEnv-v0"``: import ``my_package`` (which registers ids), then ``gymnasium.make``;
   if the id is still unknown but ``my_package.MyEnv-v0`` is an attribute that is a ``gym.Env``
   subclass or a callable, it is called with no arguments;
-- ``"dmc:walker_walk"``: a suite prefix in ``SUITES`` (filled by the suite modules);
+- ``"dmc:walker_walk"``: a suite prefix in ``SUITES`` (see ``reverie.envs.suites``); a suite whose
+  task is optional is also named bare (``"crafter"``);
 - a ``gymnasium.Env`` instance, or a zero-argument callable that returns one.
 
 Factories built from strings are picklable, so parallel workers can build their own envs.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +29,65 @@ from reverie.errors import EnvError
 
 SuiteBuilder = Callable[[str, EnvConfig, int], gym.Env]
 
-SUITES: dict[str, SuiteBuilder] = {}
-"""Suite prefix (as in "dmc:walker_walk") -> builder(task_name, env_cfg, seed) returning a gym.Env."""
+
+@dataclass(frozen=True)
+class Suite:
+    """A family of envs addressed as ``name:task`` (e.g. ``dmc:walker_walk``).
+
+    Attributes:
+        name: the id prefix.
+        build: ``build(task, env_cfg, seed) -> gym.Env``; module-level, so factories pickle.
+        preset: the suite preset used when the user names none (e.g. ``dmc_proprio``).
+        requires: modules the suite imports; missing ones give an ``EnvError`` with ``install``.
+        install: how to install what is missing (one line).
+        repeats_actions: the built env applies ``env_cfg.action_repeat`` itself (e.g. to render
+            only the last frame, or to max-pool Atari frames), so the adapter must not repeat again.
+        check_task: raises ``EnvError`` for a task name the suite does not have (called early).
+        default_task: the task of the bare name (``"crafter"``); None when a task is required.
+    """
+
+    name: str
+    build: SuiteBuilder
+    preset: str
+    requires: tuple[str, ...] = ()
+    install: str = ""
+    repeats_actions: bool = False
+    check_task: Callable[[str], None] | None = None
+    default_task: str | None = None
+
+
+SUITES: dict[str, Suite] = {}
+"""Suite prefix (as in "dmc:walker_walk") -> Suite; filled by ``reverie.envs.suites``."""
+
+
+def register_suite(suite: Suite) -> Suite:
+    SUITES[suite.name] = suite
+    return suite
+
+
+def suite_of(spec: Any) -> Suite | None:
+    """The suite an env id names (``"dmc:walker_walk"``, ``"crafter"``), else None."""
+    if not isinstance(spec, str):
+        return None
+    prefix, sep, _ = spec.strip().partition(":")
+    if sep:
+        return SUITES.get(prefix)
+    suite = SUITES.get(prefix)
+    return suite if suite is not None and suite.default_task is not None else None
+
+
+def default_suite_preset(spec: Any) -> str | None:
+    """The suite preset an env id implies (``dmc_proprio`` for ``dmc:walker_walk``), else None."""
+    suite = suite_of(spec)
+    return suite.preset if suite is not None else None
+
+
+def _check_requirements(suite: Suite, spec: str) -> None:
+    missing = [m for m in suite.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EnvError(
+            f"environment '{spec}' needs {', '.join(missing)}, which is not installed; {suite.install}"
+        )
 
 _EXAMPLES = "e.g. CartPole-v1, or `my_package:MyEnv-v0` to import your package first"
 
@@ -84,15 +143,15 @@ class AttributeFactory:
 
 @dataclass
 class SuiteFactory:
-    """Calls a suite builder registered in ``SUITES`` (picklable when the builder is module-level)."""
+    """Builds a task of a registered ``Suite`` (picklable: the builder is module-level)."""
 
-    builder: SuiteBuilder
+    suite: Suite
     task: str
     env_cfg: EnvConfig
     seed: int
 
     def __call__(self) -> gym.Env:
-        return self.builder(self.task, self.env_cfg, self.seed)
+        return self.suite.build(self.task, self.env_cfg, self.seed)
 
 
 @dataclass
@@ -125,13 +184,20 @@ def _resolve_string(spec: str, env_cfg: EnvConfig, seed: int, kwargs: dict[str, 
     if not spec:
         raise EnvError(f"empty environment id: set env.id to a Gymnasium id ({_EXAMPLES})")
     prefix, sep, name = spec.partition(":")
+    suite = suite_of(spec)
+    if suite is not None and spec not in gym.registry:
+        task = name if sep else suite.default_task
+        if not task:
+            raise EnvError(f"environment '{spec}' names no task; use `{suite.name}:<task>`")
+        _check_requirements(suite, spec)
+        if suite.check_task is not None:
+            suite.check_task(task)
+        return SuiteFactory(suite, task, env_cfg, seed)
     if not sep or spec in gym.registry:
         _check_registered(spec)
         return GymMakeFactory(spec, None, dict(kwargs))
     if not prefix or not name:
         raise EnvError(f"malformed environment id '{spec}': expected `module:EnvId` or `suite:task` ({_EXAMPLES})")
-    if prefix in SUITES:
-        return SuiteFactory(SUITES[prefix], name, env_cfg, seed)
     module = _import_module(spec, prefix)
     try:
         gym.spec(name)
