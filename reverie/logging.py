@@ -1,17 +1,16 @@
-"""What a run writes and shows: `metrics.jsonl`, TensorBoard scalars, GIF videos, console progress.
+"""What a run writes and shows: `metrics.jsonl`, TensorBoard scalars, videos, console progress.
 
 Logdir layout (DESIGN §3): `metrics.jsonl` holds one JSON object per line, always with `"step"`;
-TensorBoard event files go to `tensorboard/`; videos to `videos/{name}_{step:09d}.gif`.
+TensorBoard event files go to `tensorboard/`; videos to `videos/{name}_{step:09d}.gif` and `.mp4`
+(written by `reverie.video`).
 A resumed run appends to the same files.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .video import write_gif, write_video  # noqa: F401  (write_gif: kept importable from here)
 
 __all__ = ["METRICS_FILE", "MetricsWriter", "Progress", "Rate", "read_metrics"]
 
@@ -73,28 +73,14 @@ class MetricsWriter:
                 self._tb.add_scalar(key, value, global_step=int(step))
             self._tb.flush()
 
-    def video(self, step: int, name: str, frames: np.ndarray, fps: int = 20) -> Path:
-        """Write `frames` (T, H, W, C) uint8 as `videos/{name}_{step:09d}.gif`; return its path.
-
-        Needs Pillow. Also logged to TensorBoard when moviepy (which TensorBoard uses to encode
-        videos) is installed.
+    def video(self, step: int, name: str, frames: np.ndarray, fps: float = 20, scale: int = 1) -> Path:
+        """Write `frames` (T, H, W, C) uint8, C in (1, 3, 4), as `videos/{name}_{step:09d}.gif`
+        (name made file-safe: "eval/policy" → "eval_policy"), as `.mp4` next to it when imageio-ffmpeg
+        is installed, and to TensorBoard (an animated GIF under the tag `name`) when it is on.
+        `scale` enlarges the frames by an integer factor (nearest neighbour). Returns the GIF's
+        path. Needs Pillow; see `reverie.video`.
         """
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.dtype != np.uint8 or frames.shape[-1] not in (1, 3, 4):
-            raise ValueError(
-                f"video {name!r} must be a (T, H, W, C) uint8 array with C in (1, 3, 4), "
-                f"got shape {frames.shape} and dtype {frames.dtype}"
-            )
-        if frames.shape[0] == 0:
-            raise ValueError(f"video {name!r} has no frames")
-        safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-        path = self.logdir / "videos" / f"{safe_name}_{int(step):09d}.gif"
-        write_gif(path, frames, fps)
-        if self._tb is not None and importlib.util.find_spec("moviepy") is not None:
-            video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]  # (1, T, C, H, W)
-            self._tb.add_video(name, video, global_step=int(step), fps=fps)
-            self._tb.flush()
-        return path
+        return write_video(self.logdir, step, name, frames, fps, scale, self._tb)
 
     def close(self) -> None:
         """Close the files; calling it again does nothing."""
@@ -139,32 +125,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             raise UserError(f"{path} line {index + 1} is not a JSON object: fix or delete it")
         rows.append(row)
     return rows
-
-
-def write_gif(path: Path, frames: np.ndarray, fps: int = 20) -> None:
-    """Write (T, H, W, C) uint8 frames as a looping GIF, atomically (temp file + rename).
-
-    Pillow is the encoder (imageio's GIF writer is Pillow too); alpha is dropped, as GIF has none.
-    """
-    try:
-        from PIL import Image
-    except ImportError as error:
-        raise UserError("writing videos needs Pillow: pip install pillow") from error
-    if frames.shape[-1] == 1:
-        images = [Image.fromarray(frame[..., 0]) for frame in frames]
-    else:
-        images = [Image.fromarray(np.ascontiguousarray(frame[..., :3])) for frame in frames]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    images[0].save(
-        partial,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=max(1, round(1000 / fps)),
-        loop=0,
-    )
-    os.replace(partial, path)
 
 
 def _to_scalars(metrics: Mapping[str, Any]) -> dict[str, int | float]:

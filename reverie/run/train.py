@@ -5,6 +5,8 @@
         updates per policy step = train_ratio / (batch_size × batch_length)
     evaluate every `run.eval_every` policy steps, checkpoint every `run.checkpoint_every` minutes
     and at the end; running again on the same logdir resumes from the newest checkpoint.
+    Every `run.report_every` seconds and at the end, an open-loop prediction report: its errors
+    go to the metrics and, for image observations, a video (truth / model / error) to `videos/`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..errors import UserError
 from ..logging import MetricsWriter, Progress
 from ..replay import Replay
 from . import checkpoint as ckpt
+from .episode_logs import EpisodeLogStats, split_log_keys
 from .evaluate import EpisodeTracker, run_episodes
 
 
@@ -67,6 +70,8 @@ class Trainer:
                              cfg.replay.online, cfg.seed)
         self.counters = Counters(next_eval=0 if cfg.run.eval_every else -1)
         self.rng = np.random.default_rng(cfg.seed)
+        self.report_rng = np.random.default_rng(cfg.seed + 1)  # report batches leave training's RNG alone
+        self.episode_logs = EpisodeLogStats()
         self.updates_per_step = cfg.run.train_ratio / (cfg.batch_size * cfg.batch_length)
 
     # ------------------------------------------------------------------------------------------
@@ -82,6 +87,7 @@ class Trainer:
         payload = {
             "agent": self.agent.state_dict(),
             "counters": vars(self.counters).copy(),
+            "episode_logs": self.episode_logs.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(self.rng.bit_generator.state)},
         }
         return ckpt.save_checkpoint(self.ckpt_dir, self.counters.step, payload, self.cfg.run.keep_checkpoints)
@@ -99,6 +105,7 @@ class Trainer:
                 "resume with the config saved in the logdir or start a new logdir"
             ) from None
         self.counters = Counters(**payload["counters"])
+        self.episode_logs.load_state_dict(payload.get("episode_logs", {}))
         torch.set_rng_state(payload["rng"]["torch"].cpu())
         self.rng.bit_generator.state = json.loads(payload["rng"]["numpy"])
         replay_path = self.ckpt_dir / "replay.npz"
@@ -130,6 +137,7 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         try:
             self.loop()
+            self.report()
             if cfg.run.eval_every:
                 self.evaluate_and_log(final=True)
             self.progress.log(f"checkpoint written: {self.save()}")
@@ -148,7 +156,7 @@ class Trainer:
         tracker = EpisodeTracker(self.envs.num_envs)
         train_metrics: list[dict[str, torch.Tensor]] = []
         episode_stats: list[tuple[float, int]] = []
-        last_log = last_ckpt = time.time()
+        last_log = last_ckpt = last_report = time.time()
         log_step, log_updates = c.step, c.updates
         obs = self.envs.reset()
         state = self.agent.init_state(self.envs.num_envs)
@@ -160,9 +168,11 @@ class Trainer:
                 action = self.envs.act_space.sample_random(self.rng, self.envs.num_envs).astype(np.float32)
             else:
                 state, action = self.agent.act(state, obs, "train")
-            self.replay.add({**obs, "action": action})  # step t with the action taken in it
+            data, _ = split_log_keys(obs)
+            self.replay.add({**data, "action": action})  # step t with the action taken in it
             obs = self.envs.step(action)
             tracker.add(obs)
+            self.episode_logs.add(split_log_keys(obs)[1], obs["is_last"])
             c.step += self.envs.num_envs
             train_metrics += self.train_due()
             finished = tracker.pop()
@@ -179,6 +189,9 @@ class Trainer:
                     "episode/return", "loss/rec", "loss/rew", "loss/policy", "loss/value") if k in row})
                 train_metrics, episode_stats = [], []
                 last_log, log_step, log_updates = now, c.step, c.updates
+            if cfg.run.report_every and now - last_report >= cfg.run.report_every:
+                self.report()
+                last_report = now
             if now - last_ckpt >= cfg.run.checkpoint_every * 60:
                 self.save()
                 last_ckpt = now
@@ -195,6 +208,18 @@ class Trainer:
             c.updates += 1
             c.credit -= 1.0
         return metrics
+
+    def report(self) -> None:
+        """Open-loop predictions on replayed sequences: errors as metrics, image keys as videos."""
+        if not self.cfg.run.report_every or not self.counters.updates or not self.replay.ready:
+            return
+        from ..video import openloop_videos  # imports imageio/Pillow only when a report is due
+        batch = self.replay.sample_uniform(self.cfg.run.report_sequences, self.report_rng)
+        report = self.agent.report(batch)
+        step = self.counters.step
+        self.writer.write(step, {k: v for k, v in report.items() if k.endswith("/mse")})
+        for name, frames in openloop_videos(report).items():
+            self.writer.video(step, name, frames)
 
     def evaluate_and_log(self, final: bool = False) -> None:
         result = self.last_eval = self.evaluate()
@@ -215,6 +240,7 @@ class Trainer:
             keys = train_metrics[0].keys()
             means = torch.stack([torch.stack([m[k].float() for k in keys]) for m in train_metrics]).mean(0)
             row.update(zip(keys, means.tolist()))
+        row.update(self.episode_logs.summary(bool(episode_stats)))
         if episode_stats:
             row["episode/return"] = float(np.mean([r for r, _ in episode_stats]))
             row["episode/length"] = float(np.mean([n for _, n in episode_stats]))

@@ -1,0 +1,302 @@
+"""Videos: the open-loop grid (truth / model / error), GIF, MP4 and TensorBoard encoders, recorded
+evaluation episodes, and `reverie eval --video` end to end."""
+
+import json
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reverie import config as C
+from reverie import video
+from reverie.agent import Agent
+from reverie.api import Policy
+from reverie.errors import UserError
+from reverie.envs import make_env
+from reverie.logging import MetricsWriter
+from reverie.run.evaluate import EpisodeRecorder, episode_openloop, run_episodes
+from toy_envs import DictObsEnv
+
+SMALL_CNN = {"model.encoder.mults": [2, 2], "model.decoder.mults": [2, 2]}
+
+
+def gif_frames(path) -> list[np.ndarray]:
+    with Image.open(path) as gif:
+        frames = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            frames.append(np.asarray(gif.convert("RGB")))
+    return frames
+
+
+# --------------------------------------------------------------------------------------------
+# The grid
+
+
+def test_grid_rows_are_truth_prediction_error_and_columns_are_samples():
+    # B=2 sequences, T=2 steps, 1×2 grey images.
+    truth = np.array([[[[[100], [0]]], [[[255], [10]]]],
+                      [[[[1], [2]]], [[[3], [4]]]]], np.uint8)  # (2, 2, 1, 2, 1)
+    pred = np.array([[[[[100], [255]]], [[[0], [20]]]],
+                     [[[[1], [2]]], [[[3], [5]]]]], np.uint8)
+    grid = video.openloop_grid(truth, pred)
+    assert grid.shape == (2, 3, 4, 1) and grid.dtype == np.uint8  # (T, 3H, S*W, C)
+    # step 0, sample 0 (columns 0-1): truth, prediction, error = (pred - truth + 256) // 2
+    assert grid[0, :, 0:2, 0].tolist() == [[100, 0], [100, 255], [128, 255]]
+    # step 1, sample 0: 0 - 255 is the darkest error, +10 is 5 above mid-grey
+    assert grid[1, :, 0:2, 0].tolist() == [[255, 10], [0, 20], [0, 133]]
+    # step 1, sample 1 (columns 2-3): equal pixels are mid-grey, +1 rounds down to 128
+    assert grid[1, :, 2:4, 0].tolist() == [[3, 4], [3, 5], [128, 128]]
+
+
+def test_grid_keeps_colour_takes_tensors_and_limits_samples():
+    truth = torch.randint(0, 256, (6, 3, 4, 5, 3), dtype=torch.uint8)  # (B, T, H, W, C)
+    grid = video.openloop_grid(truth, truth.clone(), max_samples=4)
+    assert grid.shape == (3, 12, 20, 3)
+    assert np.array_equal(grid[:, 0:4, 5:10], truth[1].numpy())  # sample 1, truth row
+    assert np.array_equal(grid[:, 4:8, 15:20], truth[3].numpy())  # sample 3, prediction row
+    assert (grid[:, 8:12] == 128).all()  # perfect prediction: an all mid-grey error row
+    assert video.openloop_grid(truth, truth, max_samples=10).shape == (3, 12, 30, 3)
+
+
+def test_grid_rejects_mismatched_or_non_uint8_inputs():
+    images = np.zeros((1, 2, 4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="pred has shape"):
+        video.openloop_grid(images, images[:, :1])
+    with pytest.raises(ValueError, match="uint8"):
+        video.openloop_grid(images.astype(np.float32), images)
+    with pytest.raises(ValueError, match=r"\(B, T, H, W, C\)"):
+        video.openloop_grid(images[0], images[0])
+
+
+def test_openloop_videos_picks_the_image_keys_of_a_report():
+    image = torch.zeros((3, 4, 8, 8, 3), dtype=torch.uint8)
+    report = {
+        "openloop/image/truth": image, "openloop/image/pred": image, "openloop/image/mse": torch.tensor(0.0),
+        "openloop/cam/left/truth": image[..., :1], "openloop/cam/left/pred": image[..., :1],
+        "openloop/state/truth": torch.zeros(3, 4, 5), "openloop/state/pred": torch.zeros(3, 4, 5),
+    }
+    videos = video.openloop_videos(report)
+    assert list(videos) == ["openloop/image", "openloop/cam/left"]
+    assert videos["openloop/image"].shape == (4, 24, 24, 3)
+    assert videos["openloop/cam/left"].shape == (4, 24, 24, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoders
+
+
+def moving_square(T=5, H=9, W=7) -> np.ndarray:
+    frames = np.zeros((T, H, W, 3), np.uint8)  # odd sizes on purpose: H.264 needs even ones
+    for t in range(T):
+        frames[t, t % H, t % W] = (250, 250, 250)
+    return frames
+
+
+def test_gif_and_mp4_read_back_with_frame_count_and_size(tmp_path):
+    import imageio.v3 as iio
+
+    frames = moving_square()
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        gif = writer.video(7, "openloop/image", frames, fps=10)
+    assert gif == tmp_path / "videos" / "openloop_image_000000007.gif"
+    decoded = gif_frames(gif)
+    assert len(decoded) == 5 and decoded[0].shape == (9, 7, 3)
+    assert decoded[3][3, 3].tolist() == [250, 250, 250] and decoded[3][0, 0].tolist() == [0, 0, 0]
+    mp4 = iio.imread(tmp_path / "videos" / "openloop_image_000000007.mp4", plugin="FFMPEG")
+    assert mp4.shape == (5, 10, 8, 3)  # padded to even sizes, not rescaled
+    assert mp4[3, 3, 3].mean() > 150 and mp4[3, 0, 0].mean() < 60  # lossy, but the square is there
+    assert not list((tmp_path / "videos").glob("*partial*"))
+
+
+def test_scale_enlarges_by_nearest_neighbour_and_grey_becomes_rgb_in_mp4(tmp_path):
+    import imageio.v3 as iio
+
+    frames = np.stack([np.full((4, 6, 1), v, np.uint8) for v in (0, 200)])  # (2, 4, 6, 1)
+    frames[1, 0, 0] = 50
+    path = video.write_video(tmp_path, 3, "grey", frames, scale=3)
+    decoded = gif_frames(path)
+    assert decoded[1].shape == (12, 18, 3)
+    assert decoded[1][:3, :3].tolist() == [[[50] * 3] * 3] * 3 and decoded[1][5, 5].tolist() == [200] * 3
+    assert iio.imread(path.with_suffix(".mp4"), plugin="FFMPEG").shape == (2, 12, 18, 3)
+    with pytest.raises(ValueError, match="scale"):
+        video.write_video(tmp_path, 3, "grey", frames, scale=0)
+
+
+def test_without_imageio_ffmpeg_only_the_gif_is_written_with_one_warning(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes the import fail
+    monkeypatch.setattr(video, "_mp4_warned", False)
+    with pytest.warns(RuntimeWarning, match="GIF only.*imageio-ffmpeg"):
+        first = video.write_video(tmp_path, 1, "a", moving_square())
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second warning would raise
+        video.write_video(tmp_path, 2, "a", moving_square())
+    assert first.exists() and sorted(p.name for p in (tmp_path / "videos").iterdir()) == [
+        "a_000000001.gif", "a_000000002.gif"]
+
+
+def test_tensorboard_gets_an_animated_gif_image_summary(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+
+    frames = moving_square(T=4, H=8, W=6)
+    with MetricsWriter(tmp_path) as writer:
+        writer.video(11, "openloop/image", frames)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={IMAGES: 0})
+    events.Reload()
+    assert events.Tags()["images"] == ["openloop/image"]
+    (image,) = events.Images("openloop/image")
+    assert (image.step, image.width, image.height) == (11, 6, 8)
+    assert image.encoded_image_string[:6] == b"GIF89a"
+    assert len(gif_frames(_bytes_file(tmp_path / "tb.gif", image.encoded_image_string))) == 4
+
+
+def _bytes_file(path, data):
+    path.write_bytes(data)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Recording evaluation episodes
+
+
+def fake_step(t_values, first, last, n=2):
+    return {"x": np.asarray(t_values, np.float32)[:, None], "reward": np.ones(n, np.float32),
+            "is_first": np.asarray(first), "is_last": np.asarray(last), "is_terminal": np.zeros(n, bool),
+            "log/score": np.zeros(n, np.float32)}
+
+
+def test_recorder_stores_each_step_with_the_action_chosen_at_it():
+    recorder = EpisodeRecorder(limit=2)
+    # env 0: an episode of 3 steps, then a new one; env 1: an episode of 4 steps.
+    recorder.observe(fake_step([0, 10], [True, True], [False, False]))
+    recorder.act(np.array([[0.5], [1.5]], np.float32))
+    recorder.observe(fake_step([1, 11], [False, False], [False, False]))
+    recorder.act(np.array([[0.6], [1.6]], np.float32))
+    recorder.observe(fake_step([2, 12], [False, False], [True, False]))  # env 0 ends
+    assert len(recorder.episodes) == 1
+    recorder.act(np.array([[9.0], [1.7]], np.float32))  # env 0's action is ignored by the env
+    recorder.observe(fake_step([0, 13], [True, False], [False, True]))  # env 1 ends
+    assert recorder.full
+    first, second = recorder.episodes
+    assert first["x"][:, 0].tolist() == [0, 1, 2]
+    assert first["action"][:, 0].tolist() == pytest.approx([0.5, 0.6, 0.0])  # none after the last step
+    assert first["is_first"].tolist() == [True, False, False] and first["is_last"].tolist() == [False, False, True]
+    assert second["x"][:, 0].tolist() == [10, 11, 12, 13]
+    assert second["action"][:, 0].tolist() == pytest.approx([1.5, 1.6, 1.7, 0.0])
+    assert "log/score" not in first
+    recorder.observe(fake_step([1, 0], [False, True], [True, False]))  # full: nothing more is kept
+    assert len(recorder.episodes) == 2
+
+
+class RenderEnv(gym.Env):
+    """A 2-vector observation; renders a (6, 4, 3) frame whose value is the step count × 20."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, render_mode=None, length=5):
+        self.render_mode, self.length = render_mode, length
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self._t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self._t += 1
+        return np.zeros(2, np.float32), 1.0, self._t >= self.length, False, {}
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return np.full((6, 4, 3), 20 * self._t, np.uint8)
+        return None
+
+
+def vector_policy(spec, logdir):
+    cfg = C.make_config(C.compose_presets(["debug"]))
+    probe = make_env(lambda: RenderEnv(), cfg.env)
+    agent = Agent(probe.obs_space, probe.act_space, cfg)
+    return Policy(agent, cfg, spec, logdir=logdir, step=42)
+
+
+def test_vector_env_videos_are_its_rendered_frames(tmp_path):
+    policy = vector_policy("test_video:RenderEnv", tmp_path)  # a string id: made with render_mode
+    result = policy.evaluate(episodes=2, video=True)
+    assert result["episodes"] == 2 and result["return_mean"] == 5.0
+    assert result["videos"] == [str(tmp_path / "videos" / "eval_0_000000042.gif")]
+    frames = gif_frames(result["videos"][0])
+    assert [int(f[0, 0, 0]) for f in frames] == [0, 20, 40, 60, 80, 100]  # reset + 5 steps
+    assert frames[0].shape == (6, 4, 3)
+
+
+def test_env_that_cannot_render_still_evaluates_and_says_why(tmp_path):
+    policy = vector_policy(lambda: RenderEnv(render_mode=None), tmp_path)
+    result = policy.evaluate(episodes=1, video=True)
+    assert result["episodes"] == 1 and result["videos"] == []
+    assert "cannot be rendered" in result["video_note"] and "rgb_array" in result["video_note"]
+
+    policy = vector_policy("toy_envs:CueEnv", tmp_path)  # its class takes no render_mode
+    result = policy.evaluate(episodes=1, video=True)
+    assert result["episodes"] == 1 and result["videos"] == []
+    assert "render_mode" in result["video_note"]
+
+
+def test_evaluate_without_video_is_unchanged_and_video_needs_a_folder():
+    policy = vector_policy("test_video:RenderEnv", None)
+    assert policy.evaluate(episodes=1) == {"return_mean": 5.0, "return_std": 0.0, "return_min": 5.0,
+                                           "return_max": 5.0, "length_mean": 5.0, "episodes": 1}
+    with pytest.raises(UserError, match="no logdir"):
+        policy.evaluate(episodes=1, video=True)
+
+
+def test_long_episodes_are_predicted_in_chunks_that_cover_every_step():
+    cfg = C.make_config(C.compose_presets(["debug"]), SMALL_CNN)
+    env = make_env(lambda: DictObsEnv(length=23), cfg.env)
+    agent = Agent(env.obs_space, env.act_space, cfg)
+    recorder = EpisodeRecorder(limit=1)
+    from reverie.envs import VecEnv
+
+    with VecEnv([lambda: DictObsEnv(length=23)]) as envs:
+        run_episodes(agent, envs, 1, record=recorder)
+    (episode,) = recorder.episodes
+    assert len(episode["image"]) == 24  # reset step + 23 steps
+    ((truth, pred),) = episode_openloop(agent, episode, context=3, chunk=10).values()
+    assert truth.shape == pred.shape == (24, 16, 16, 3) and pred.dtype == np.uint8
+    assert np.array_equal(truth, episode["image"])
+
+
+# --------------------------------------------------------------------------------------------
+# End to end
+
+
+def test_train_then_evaluate_with_video_writes_the_truth_model_error_grid(tmp_path, capsys):
+    import reverie
+    from reverie import cli
+
+    torch.set_num_threads(1)
+    logdir = tmp_path / "run"
+    reverie.train("toy_envs:DictObsEnv", logdir=logdir, presets=["debug"], steps=200, progress=False,
+                  overrides={"run.prefill": 100, "run.train_ratio": 16, "run.eval_every": 0,
+                             "run.log_every": 0, **SMALL_CNN})
+    result = reverie.evaluate(logdir, episodes=1, video=True)
+    gif = logdir / "videos" / "eval_0_000000200.gif"
+    assert result["videos"] == [str(gif)]
+    frames = gif_frames(gif)
+    assert len(frames) == 21 and frames[0].shape == (3 * 16, 16, 3)  # 20 steps + reset; 3 rows
+    # The top row is the env's image: DictObsEnv shows grey (10 t) at step t.
+    assert [int(f[0, 0, 0]) for f in frames[:3]] == [0, 10, 20]
+    assert (logdir / "videos" / "eval_0_000000200.mp4").exists()
+    assert json.loads((logdir / "eval.json").read_text())[-1]["videos"] == [str(gif)]
+
+    capsys.readouterr()
+    assert cli.main(["eval", "--logdir", str(logdir), "--episodes", "2", "--video", "--video-episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"video written: {logdir / 'videos' / 'eval_1_000000200.gif'}" in out
+    assert ".mp4" in out
