@@ -11,11 +11,18 @@ and across seeds: median/min/max of steps- and wall-to-threshold, seeds solved, 
 solved, and the eval return at five checkpoints (1/5 … 5/5 of --steps: 10K … 50K by default; the
 eval with the largest step at or below each).
 
+With --reference (e.g. `dmc_proprio/cartpole_swingup`, see reference_curves.py) the published
+DreamerV3 curve is drawn beside ours, in environment frames (policy steps × action repeat), and the
+table compares the values at the end of the run, both as the mean of the evals in its last 30K frames.
+
 A seed whose logdir already holds a finished run with the same config is reused, not rerun
-(--rerun deletes it first). Writes learning_<task>.json, .md and .png (the plot needs matplotlib).
+(--rerun deletes it first). Writes learning_<task>[_<presets>].json, .md and .png (the plot needs
+matplotlib).
 
     python benchmarks/learning.py                                  # CartPole-v1, seeds 0 1 2
     python benchmarks/learning.py --seeds 0 --preset debug run.train_ratio=64 --out /tmp/bench
+    python benchmarks/learning.py --task dmc:cartpole_swingup --preset dmc_proprio --threshold 478 \
+        --reference dmc_proprio/cartpole_swingup --seeds 0
 """
 
 from __future__ import annotations
@@ -44,7 +51,10 @@ from reverie import api
 from reverie import config as config_lib
 from reverie.errors import UserError
 from reverie.logging import read_metrics
+from reverie.envs import default_suite_preset
 from reverie.run.checkpoint import CKPT_PATTERN, list_checkpoints
+
+import reference_curves  # benchmarks/reference_curves.py
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {"CartPole-v1": {"threshold": 475.0, "stay": 450.0}}  # task → solved / stays-solved levels
@@ -67,6 +77,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="level the last 3 evals must hold (CartPole: 450; else --threshold)")
     parser.add_argument("--max-minutes", type=float, default=45.0, help="wall-clock limit per seed")
     parser.add_argument("--rerun", action="store_true", help="delete existing runs and train afresh")
+    parser.add_argument("--reference", default=None, choices=reference_curves.available(),
+                        help="published DreamerV3 curve to compare with")
     # Overrides are split off by hand: argparse would feed them to the greedy --seeds list.
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
@@ -209,10 +221,25 @@ def checkpoint_returns(seed: dict[str, Any], points: list[int]) -> list[float | 
             if p <= seed["final_step"] else None for p in points]
 
 
-def summarise(args: argparse.Namespace, seeds: list[dict]) -> dict[str, Any]:
+def compare_with_reference(args: argparse.Namespace, seeds: list[dict], repeat: int) -> dict[str, Any] | None:
+    """Ours vs the published curve at the end of the run (N = steps × repeat frames), both as the
+    mean of the evals in the last 30K frames up to N, then mean ± std over seeds."""
+    if not args.reference:
+        return None
+    frames = args.steps * repeat
+    ours = [{"seed": s["seed"], "xs": [step * repeat for step, _, _ in s["eval_curve"]],
+             "ys": [ret for _, ret, _ in s["eval_curve"]]} for s in seeds]
+    return {"key": args.reference, "frames": frames, "action_repeat": repeat,
+            "window_frames": reference_curves.WINDOW,
+            "ours": reference_curves.value_at(ours, frames),
+            "published": reference_curves.value_at(reference_curves.load(args.reference), frames)}
+
+
+def summarise(args: argparse.Namespace, seeds: list[dict], repeat: int = 1) -> dict[str, Any]:
     points = [round(args.steps * k / 5) for k in range(1, 6)]
     per_seed = {str(s["seed"]): checkpoint_returns(s, points) for s in seeds}
     return {
+        "reference": compare_with_reference(args, seeds, repeat),
         "seeds": len(seeds), "solved": sum(s["steps_to_threshold"] is not None for s in seeds),
         "stayed_solved": sum(s["stays_solved"] for s in seeds),
         "steps_to_threshold": spread([s["steps_to_threshold"] for s in seeds]),
@@ -283,6 +310,17 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
     for seed, returns in summary["checkpoints"]["eval_return"].items():
         lines.append(table_row(seed, *map(fmt, returns)))
     lines.append(table_row("**median**", *map(fmt, summary["checkpoints"]["median"])))
+    if ref := summary.get("reference"):
+        ours, pub = ref["ours"], ref["published"]
+        lines += ["", "## Against the published DreamerV3 curve", "",
+                  f"Reference `{ref['key']}` (danijar/dreamerv3 scores, {pub['n']} seeds). Both values: per seed the "
+                  f"mean of the evals in the last {ref['window_frames']:,} frames up to {ref['frames']:,} frames "
+                  f"(action repeat {ref['action_repeat']}), then mean ± std over seeds.", "",
+                  table_row("", f"return at {ref['frames']:,} frames", "seeds"), "|---|---|---|",
+                  table_row("Reverie", f"{fmt(ours['mean'])} ± {fmt(ours['std'])}", ours["n"]),
+                  table_row("DreamerV3 (published)", f"{fmt(pub['mean'])} ± {fmt(pub['std'])}", pub["n"])]
+        if ours["mean"] is not None and pub["mean"]:
+            lines.append(f"\nReverie / published: {ours['mean'] / pub['mean']:.2f}.")
     lines += ["", "## Reproduce", "", "```", result["command"], "```", ""]
     path.write_text("\n".join(lines))
 
@@ -296,15 +334,24 @@ def write_plot(path: Path, result: dict[str, Any]) -> bool:
         print("note: matplotlib is not installed; skipping the plot (pip install matplotlib)")
         return False
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    ref = result["summary"].get("reference")
+    repeat = ref["action_repeat"] if ref else 1
+    if ref:
+        xs, mean, std = reference_curves.band(reference_curves.load(ref["key"]), ref["frames"])
+        ax.plot(xs, mean, color="black", linewidth=1.5, label=f"DreamerV3 published ({ref['published']['n']} seeds, mean ± std)")
+        ax.fill_between(xs, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                        color="black", alpha=0.12)
     for s in result["seeds"]:
         if s["eval_curve"]:
             steps, mean, std = zip(*s["eval_curve"])
+            steps = [step * repeat for step in steps]
             std = [v or 0.0 for v in std]
             line, = ax.plot(steps, mean, marker=".", label=f"seed {s['seed']}")
             ax.fill_between(steps, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
                             color=line.get_color(), alpha=0.15)
     ax.axhline(result["config"]["threshold"], color="grey", linestyle="--", linewidth=1, label="threshold")
-    ax.set(xlabel="env steps", ylabel="eval return (mean ± std)",
+    ax.set(xlabel="env frames (policy steps × action repeat)" if ref else "env steps",
+           ylabel="eval return (mean ± std)",
            title=f"Reverie on {result['config']['task']}: {', '.join(result['config']['presets_resolved'])}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
@@ -338,12 +385,12 @@ def describe(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
                "--steps", str(args.steps), "--threshold", f"{args.threshold:g}", "--stay-threshold",
                f"{args.stay_threshold:g}", "--max-minutes", f"{args.max_minutes:g}",
                *[f"--preset={p}" for p in args.preset], "--out", args.out, "--runs-dir", args.runs_dir,
-               *args.overrides]
+               *(["--reference", args.reference] if args.reference else []), *args.overrides]
     run = cfg["run"]
     return {
         "config": {"task": args.task, "seeds": args.seeds, "steps": args.steps, "threshold": args.threshold,
                    "stay_threshold": args.stay_threshold, "max_minutes": args.max_minutes,
-                   "presets": args.preset, "presets_resolved": config_lib.compose_presets(args.preset),
+                   "presets": args.preset, "presets_resolved": config_lib.compose_presets(args.preset, default_suite_preset(args.task)),
                    "overrides": args.overrides, "train_ratio": run["train_ratio"], "eval_every": run["eval_every"],
                    "eval_episodes": run["eval_episodes"],
                    "resolved": {k: v for k, v in cfg.items() if k not in ("seed", "logdir")}},
@@ -373,8 +420,9 @@ def main(argv: list[str]) -> int:
                 shutil.rmtree(logdir)
             record = train_seed(args, seed, logdir)
         seeds.append(analyse_seed(args, seed, logdir, record, cfg, reused))
-    result = {**describe(args, cfg), "seeds": seeds, "summary": summarise(args, seeds)}
-    out, stem = Path(args.out), f"learning_{task_slug(args.task)}"
+    result = {**describe(args, cfg), "seeds": seeds,
+              "summary": summarise(args, seeds, cfg["env"]["action_repeat"])}
+    out, stem = Path(args.out), "_".join(["learning", task_slug(args.task), *args.preset])
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(out / f"{stem}.md", result)
