@@ -236,9 +236,11 @@ class Replay:
     def state_dict(self) -> dict:
         """Everything needed to resume exactly: data, counters, RNG state and online queue.
 
-        The data arrays are the buffer's own storage, not copies (a full image buffer can be many
-        GiB): save them before adding more steps.
+        The data arrays are views of the buffer's own storage, not copies (a full image buffer can
+        be many GiB), holding only the filled slots: (num_envs, stored, ...) with stored =
+        min(added, per_env_capacity). Save them before adding more steps.
         """
+        stored = self._stored_per_env
         return {
             "version": _STATE_VERSION,
             "per_env_capacity": self.per_env_capacity,
@@ -246,7 +248,7 @@ class Replay:
             "batch_length": self.batch_length,
             "online": self.online,
             "added": self._added,
-            "data": dict(self._data),
+            "data": {key: array[:, :stored] for key, array in self._data.items()},
             "rng": self._rng.bit_generator.state,
             "queue": np.asarray(list(self._queue), np.int64).reshape(-1, 2),  # (K, 2): env, start
         }
@@ -265,15 +267,18 @@ class Replay:
                     f"{getattr(self, name)}: resume with the same replay.capacity, env.num_envs and "
                     "batch_length, or start a new logdir"
                 )
+        stored = min(int(state["added"]), self.per_env_capacity)
         data = {}
         for key, array in state["data"].items():
-            array = np.array(array, copy=True)  # own storage: no aliasing with the caller's dict
-            if array.shape[:2] != (self.num_envs, self.per_env_capacity):
+            array = np.asarray(array)
+            if array.shape[:2] != (self.num_envs, stored):
                 raise CheckpointError(
                     f"replay checkpoint array '{key}' has shape {array.shape}, expected leading dims "
-                    f"{(self.num_envs, self.per_env_capacity)}: the checkpoint is corrupt; start a new logdir"
+                    f"{(self.num_envs, stored)}: the checkpoint is corrupt; start a new logdir"
                 )
-            data[key] = array
+            # Own storage of the full capacity: no aliasing with the caller's arrays.
+            data[key] = np.zeros((self.num_envs, self.per_env_capacity, *array.shape[2:]), array.dtype)
+            data[key][:, :stored] = array
         self._data = data
         self._added = int(state["added"])
         self._rng.bit_generator.state = state["rng"]

@@ -210,6 +210,27 @@ def test_load_state_dict_copies_storage():
     assert resumed.state_dict()["data"]["t"].max() == 4
 
 
+def test_saved_replay_holds_only_the_filled_steps(tmp_path):
+    """A 1M-step image replay with a few steps in it must not write (or copy) the empty capacity."""
+    from reverie.run.checkpoint import load_replay, save_replay
+
+    original = Replay(capacity=1_000_000, batch_size=2, batch_length=3, num_envs=2, seed=1)
+    for t in range(10):
+        original.add({**make_step(t, 2), "image": np.full((2, 64, 64, 3), t, np.uint8)})
+    state = original.state_dict()
+    assert state["data"]["image"].shape == (2, 10, 64, 64, 3)
+    save_replay(tmp_path / "replay.npz", state)
+    assert (tmp_path / "replay.npz").stat().st_size < 2 * 10 * 64 * 64 * 3 + 50_000  # not 24 GB
+    resumed = Replay(capacity=1_000_000, batch_size=2, batch_length=3, num_envs=2, seed=1)
+    resumed.load_state_dict(load_replay(tmp_path / "replay.npz"))
+    assert len(resumed) == 20
+    a, b = original.sample(), resumed.sample()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    resumed.add({**make_step(10, 2), "image": np.zeros((2, 64, 64, 3), np.uint8)})
+    assert len(resumed) == 22  # the restored buffer has its full capacity to grow into
+
+
 def test_load_state_dict_rejects_another_layout():
     source = Replay(capacity=20, batch_size=2, batch_length=3)
     fill(source, 5)

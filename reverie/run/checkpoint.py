@@ -10,6 +10,7 @@ crash leaves either the old file or the new one, never a torn one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,12 +27,15 @@ from ..errors import CheckpointError
 CKPT_PATTERN = re.compile(r"^ckpt_(\d{9})\.pt$")
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """Yield a binary file to write `path` through: written under a temporary name in the same
+    folder, flushed, fsynced and renamed on success; removed if the writer raises."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(payload)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,6 +47,11 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(payload)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -88,9 +97,8 @@ def save_replay(path: Path, state: dict[str, Any]) -> None:
     arrays["queue"] = state["queue"]
     meta = {k: v for k, v in state.items() if k not in ("data", "queue")}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_file(path) as f:  # streamed to disk: no second copy of a many-GiB image replay in RAM
+        np.savez(f, **arrays)
 
 
 def load_replay(path: Path) -> dict[str, Any]:
