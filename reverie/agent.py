@@ -48,6 +48,22 @@ class Agent(nn.Module):
                                 agc_pmin=o.agc_pmin, warmup=o.warmup)
         scales = cfg.loss_scales
         self.scales = {k: getattr(scales, k) for k in ("rec", "rew", "con", "dyn", "rep", "policy", "value", "repval")}
+        if cfg.run.compile:
+            self.compile_hot_paths()
+
+    def compile_hot_paths(self) -> None:
+        """torch.compile the functions an update calls once per time step — the posterior step
+        (64× per batch), the prior step and the policy head (16× per imagination) — so their
+        elementwise chains fuse into few kernels. Each compiles once per input shape (first update
+        and first `act`); random ops keep torch's eager generator, so a compiled update draws the
+        same samples as an eager one."""
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fallback_random = True
+        rssm = self.wm.rssm
+        rssm.observe_step = torch.compile(rssm.observe_step, dynamic=False)
+        rssm.imagine_step = torch.compile(rssm.imagine_step, dynamic=False)
+        self.ac.actor.raw = torch.compile(self.ac.actor.raw, dynamic=False)
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:

@@ -57,6 +57,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     precision: str = "float32"  # float32 | bfloat16 (autocast)
+    compile: bool = False  # torch.compile the recurrent steps and the policy head (see README, Performance)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class EncoderConfig:
     depth: int = 4  # CNN channels = depth × mults
     mults: tuple[int, ...] = (2, 3, 4, 4)
     kernel: int = 5
+    resize: str = "pool"  # CNN stages: pool (conv + 2×2 max-pool) | stride (stride-2 conv, DreamerV3 2023)
     symlog: bool = True  # symlog-squash vector inputs
 
 

@@ -41,20 +41,30 @@ class OneHotCategorical(Distribution):
         logits = logits.float()
         if unimix:  # p = (1 − u)·softmax(logits) + u/K: a floor on every probability
             self.probs = (1 - unimix) * torch.softmax(logits, -1) + unimix / logits.shape[-1]
-            self.log_probs = torch.log(self.probs)
         else:
-            self.log_probs = torch.log_softmax(logits, -1)
-            self.probs = self.log_probs.exp()
+            self._log_probs = torch.log_softmax(logits, -1)
+            self.probs = self._log_probs.exp()
         self.sum_dims = tuple(range(-1 - event_dims, 0))
+
+    @property
+    def log_probs(self) -> torch.Tensor:
+        """ln p, computed on first use (sampling and the mode do not need it)."""
+        if not hasattr(self, "_log_probs"):
+            self._log_probs = torch.log(self.probs)
+        return self._log_probs
 
     def _straight_through(self, index: torch.Tensor) -> torch.Tensor:
         onehot = F.one_hot(index, self.probs.shape[-1]).to(self.probs.dtype)
         return onehot + self.probs - self.probs.detach()
 
     def sample(self) -> torch.Tensor:
-        # Gumbel-max: argmax(log p + G) with G = −log(E), E ~ Exp(1).
-        noise = torch.empty_like(self.log_probs).exponential_().log()
-        return self._straight_through((self.log_probs - noise).argmax(-1))
+        # Inverse CDF: the first class whose cumulative probability exceeds u ~ U[0, 1), one uniform
+        # per categorical. On a CPU this is ~10× cheaper than Gumbel-max, which needs an
+        # exponential draw for every class. The clamp catches u above a cumsum that rounds below 1.
+        probs = self.probs.detach()
+        uniform = torch.rand(probs.shape[:-1] + (1,), dtype=probs.dtype, device=probs.device)
+        index = (probs.cumsum(-1) <= uniform).sum(-1).clamp_(max=probs.shape[-1] - 1)
+        return self._straight_through(index)
 
     def mode(self) -> torch.Tensor:
         return self._straight_through(self.probs.argmax(-1))
@@ -122,10 +132,16 @@ class TwoHot(Distribution):
     def __init__(self, logits: torch.Tensor, bins: torch.Tensor):
         self.logits = logits.float()
         self.bins = bins
-        self.log_probs = torch.log_softmax(self.logits, -1)
+
+    @property
+    def log_probs(self) -> torch.Tensor:
+        """ln softmax(logits), computed on first use (the mean does not need it)."""
+        if not hasattr(self, "_log_probs"):
+            self._log_probs = torch.log_softmax(self.logits, -1)
+        return self._log_probs
 
     def mean(self) -> torch.Tensor:
-        return ops.twohot_mean(self.log_probs.exp(), self.bins)
+        return ops.twohot_mean(torch.softmax(self.logits, -1), self.bins)
 
     mode = mean
 

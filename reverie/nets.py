@@ -40,7 +40,12 @@ class Linear(nn.Linear):
 
 
 class Norm(nn.Module):
-    """RMSNorm or LayerNorm over the last dim (eps 1e-4 as in DreamerV3), or identity."""
+    """RMSNorm or LayerNorm over the last dim (eps 1e-4 as in DreamerV3), or identity.
+
+    Computed in float32 and returned in the input's dtype: under bf16 autocast this keeps the
+    statistics exact (as the official code does) and uses the fused float32 kernel instead of the
+    slow mixed-dtype path.
+    """
 
     def __init__(self, dim: int, kind: str = "rms", eps: float = 1e-4):
         super().__init__()
@@ -54,7 +59,9 @@ class Norm(nn.Module):
             raise ConfigError(f"unknown norm '{kind}'; choose rms, layer or none")
 
     def forward(self, x):
-        return self.norm(x)
+        if x.dtype == torch.float32:
+            return self.norm(x)
+        return self.norm(x.float()).to(x.dtype)
 
 
 class Dense(nn.Sequential):
@@ -116,19 +123,43 @@ def cnn_stages(image_shape: tuple[int, int, int], depth: int, mults: tuple[int, 
     return h // factor, w // factor
 
 
-class ConvEncoder(nn.Module):
-    """Images (N, H, W, C) uint8 → x/255 − 0.5 → [conv k×k stride 1 → 2×2 max-pool → norm → act]
-    per stage with channels depth·mults → flattened features (N, h·w·C_last)."""
+RESIZE_MODES = ("pool", "stride")
 
-    def __init__(self, image_shape, depth=4, mults=(2, 3, 4, 4), kernel=5, norm="rms", act="silu"):
+
+def check_resize(resize: str, kernel: int) -> None:
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"unknown CNN resize '{resize}'; choose pool (DreamerV3: conv + 2×2 max-pool) "
+                          "or stride (DreamerV3 2023: stride-2 conv)")
+    if resize == "stride" and kernel % 2:
+        raise ConfigError(f"CNN resize 'stride' needs an even kernel (e.g. 4) to halve the image exactly, "
+                          f"got kernel {kernel}")
+
+
+class ConvEncoder(nn.Module):
+    """Images (N, H, W, C) uint8 → x/255 − 0.5 → one stage per mult with channels depth·mult →
+    flattened features (N, h·w·C_last). A stage halves H and W:
+
+    - resize "pool" (current DreamerV3): conv k×k stride 1 → 2×2 max-pool → norm → act;
+    - resize "stride" (DreamerV3 2023): conv k×k stride 2 (k even, padding k/2 − 1) → norm → act,
+      a quarter of the multiply-adds of "pool" at the same kernel.
+    """
+
+    def __init__(self, image_shape, depth=4, mults=(2, 3, 4, 4), kernel=5, norm="rms", act="silu",
+                 resize="pool"):
         super().__init__()
+        check_resize(resize, kernel)
         h, w = cnn_stages(image_shape, depth, mults)
         layers, channels = [], image_shape[-1]
         for mult in mults:
-            layers += [nn.Conv2d(channels, depth * mult, kernel, padding=kernel // 2),
-                       nn.MaxPool2d(2), ChannelNorm(depth * mult, norm), get_act(act)]
-            trunc_normal_fan_in_(layers[-4].weight, channels * kernel * kernel)
-            nn.init.zeros_(layers[-4].bias)
+            if resize == "pool":
+                conv = nn.Conv2d(channels, depth * mult, kernel, padding=kernel // 2)
+                layers += [conv, nn.MaxPool2d(2)]
+            else:
+                conv = nn.Conv2d(channels, depth * mult, kernel, stride=2, padding=kernel // 2 - 1)
+                layers += [conv]
+            layers += [ChannelNorm(depth * mult, norm), get_act(act)]
+            trunc_normal_fan_in_(conv.weight, channels * kernel * kernel)
+            nn.init.zeros_(conv.bias)
             channels = depth * mult
         self.net = nn.Sequential(*layers)
         self.out_features = h * w * channels
@@ -146,13 +177,15 @@ class ConvDecoder(nn.Module):
 
     The deterministic state maps to the smallest feature map through a block-diagonal projection
     (`block_space` groups) and the stochastic state through a 2-layer MLP; their sum is normalised,
-    then each stage upsamples 2× (nearest), convolves, normalises and activates; a last conv gives
-    the channels and a sigmoid the intensities.
+    then each stage doubles H and W — resize "pool": nearest upsampling and a conv; resize
+    "stride": a stride-2 transposed conv — normalises and activates; the last stage gives the
+    channels and a sigmoid the intensities.
     """
 
     def __init__(self, deter: int, stoch: int, image_shape, depth=4, mults=(2, 3, 4, 4), kernel=5,
-                 units=64, block_space=8, norm="rms", act="silu"):
+                 units=64, block_space=8, norm="rms", act="silu", resize="pool"):
         super().__init__()
+        check_resize(resize, kernel)
         self.h, self.w = cnn_stages(image_shape, depth, mults)
         depths = [depth * m for m in mults]
         self.channels = depths[-1]
@@ -164,15 +197,21 @@ class ConvDecoder(nn.Module):
         self.from_stoch = nn.Sequential(Dense(stoch, 2 * units, norm, act), Linear(2 * units, space))
         self.space_norm = nn.Sequential(Norm(self.channels, norm), get_act(act))
         stages, channels = [], self.channels
-        for out in reversed(depths[:-1]):
-            stages += [nn.Upsample(scale_factor=2), nn.Conv2d(channels, out, kernel, padding=kernel // 2),
-                       ChannelNorm(out, norm), get_act(act)]
-            trunc_normal_fan_in_(stages[-3].weight, channels * kernel * kernel)
-            nn.init.zeros_(stages[-3].bias)
+        outs = list(reversed(depths[:-1])) + [image_shape[-1]]
+        for i, out in enumerate(outs):
+            if resize == "pool":
+                conv = nn.Conv2d(channels, out, kernel, padding=kernel // 2)
+                stages += [nn.Upsample(scale_factor=2), conv]
+                fan_in = channels * kernel * kernel
+            else:
+                conv = nn.ConvTranspose2d(channels, out, kernel, stride=2, padding=kernel // 2 - 1)
+                stages += [conv]
+                fan_in = channels * (kernel // 2) ** 2  # inputs reaching one output pixel
+            trunc_normal_fan_in_(conv.weight, fan_in)
+            nn.init.zeros_(conv.bias)
+            if i < len(outs) - 1:
+                stages += [ChannelNorm(out, norm), get_act(act)]
             channels = out
-        stages += [nn.Upsample(scale_factor=2), nn.Conv2d(channels, image_shape[-1], kernel, padding=kernel // 2)]
-        trunc_normal_fan_in_(stages[-1].weight, channels * kernel * kernel)
-        nn.init.zeros_(stages[-1].bias)
         self.net = nn.Sequential(*stages)
         self.to(memory_format=torch.channels_last)  # as in ConvEncoder
 

@@ -33,6 +33,13 @@ def symexp_bins(num_bins: int = 255, limit: float = 20.0) -> torch.Tensor:
     return bins.float()
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype that autocast computes matmuls in on x's device, or x's own dtype without autocast.
+    Casting a tensor that several layers read to it once saves each layer its own cast."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 def twohot_indices(target: torch.Tensor, bins: torch.Tensor):
     """Neighbouring bin indices and weights of the two-hot encoding of `target`.
 
@@ -61,15 +68,14 @@ def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 
 def twohot_mean(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Σ_k p_k·b_k summed outwards from the middle bin, so symmetric probabilities give exactly 0."""
+    """Σ_k p_k·b_k for bins symmetric around zero (b_{K−1−k} = −b_k, as `symexp_bins` builds them),
+    computed as Σ_{k in upper half} (p_k − p_{K−1−k})·b_k: one subtraction and a matrix-vector
+    product instead of K products and a sum, and symmetric probabilities give exactly 0."""
     num = bins.shape[-1]
-    weighted = probs * bins  # (..., K)
-    if num % 2 == 1:
-        mid = (num - 1) // 2
-        outer = weighted[..., :mid].flip(-1) + weighted[..., mid + 1:]
-        return weighted[..., mid] + outer.sum(-1)
     half = num // 2
-    return (weighted[..., :half].flip(-1) + weighted[..., half:]).sum(-1)
+    upper = probs[..., num - half:]  # (..., K/2): bins above zero
+    lower = probs[..., :half].flip(-1)  # their mirror images below zero
+    return (upper - lower) @ bins[num - half:].to(probs.dtype)
 
 
 def lambda_return(

@@ -58,7 +58,7 @@ class MultiEncoder(nn.Module):
         if self.cnn_keys:
             h, w, _ = obs_space[self.cnn_keys[0]].shape
             channels = sum(obs_space[k].shape[-1] for k in self.cnn_keys)
-            self.cnn = ConvEncoder((h, w, channels), cfg.depth, cfg.mults, cfg.kernel, norm, act)
+            self.cnn = ConvEncoder((h, w, channels), cfg.depth, cfg.mults, cfg.kernel, norm, act, cfg.resize)
             self.out_features += self.cnn.out_features
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -86,7 +86,7 @@ class MultiDecoder(nn.Module):
             h, w, _ = self.shapes[self.cnn_keys[0]]
             channels = sum(self.shapes[k][-1] for k in self.cnn_keys)
             self.cnn = ConvDecoder(deter, stoch, (h, w, channels), cfg.depth, cfg.mults, cfg.kernel,
-                                   cfg.units, cfg.block_space, norm, act)
+                                   cfg.units, cfg.block_space, norm, act, cfg.resize)
 
     def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> dict:
         """deter (N, D), stoch (N, S·K) → {key: distribution over (N, *shape)}."""
@@ -168,6 +168,7 @@ class WorldModel(nn.Module):
         losses = {"dyn": dyn, "rep": rep}
 
         feat = self.features(post)  # (B, T, F)
+        feat = feat.to(ops.compute_dtype(feat))  # read by two heads: cast once under autocast
         recon = self.decoder(post["deter"].flatten(0, 1), post["stoch"].flatten(0, 1).flatten(-2))
         rec = sum(dist.loss(data[key].flatten(0, 1)) for key, dist in recon.items())
         losses["rec"] = rec.unflatten(0, (B, T))

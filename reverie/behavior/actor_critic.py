@@ -45,10 +45,21 @@ class Actor(nn.Module):
             self.std = Linear(width, act_space.dim, outscale=cfg.outscale)
 
     def forward(self, feat: torch.Tensor):
+        return self.dist(self.raw(feat))
+
+    def raw(self, feat: torch.Tensor) -> torch.Tensor:
+        """The head's raw outputs (…, A) for discrete or (…, 2A) [mean | std logit] for continuous."""
         x = self.mlp(feat)
         if self.discrete:
-            return MultiOneHot(self.logits(x), self.sizes, self.cfg.unimix)
-        return BoundedNormal(self.mean(x), self.std(x), self.cfg.minstd, self.cfg.maxstd)
+            return self.logits(x)
+        return torch.cat([self.mean(x), self.std(x)], -1)
+
+    def dist(self, raw: torch.Tensor):
+        """The policy distribution for raw head outputs (see `raw`)."""
+        if self.discrete:
+            return MultiOneHot(raw, self.sizes, self.cfg.unimix)
+        mean, std = raw.chunk(2, -1)
+        return BoundedNormal(mean, std, self.cfg.minstd, self.cfg.maxstd)
 
 
 class ActorCritic(nn.Module):
@@ -70,22 +81,31 @@ class ActorCritic(nn.Module):
         slow = list(self.slow_critic.parameters())
         torch._foreach_lerp_(slow, list(self.critic.parameters()), self.cfg.critic.slow_rate)
 
-    @torch.no_grad()
     def imagine(self, wm: WorldModel, start: dict[str, torch.Tensor], horizon: int):
         """Roll the prior forward with actions from the policy.
 
-        start: {"deter": (N, D), "stoch": (N, S, K)}. Returns features (N, H+1, F) and the action
-        taken in each of those states (N, H+1, A), the last one sampled but not executed.
+        start: {"deter": (N, D), "stoch": (N, S, K)}. Returns features (N, H+1, F), the action
+        taken in each of those states (N, H+1, A) — the last one sampled but not executed — and
+        the policy's raw outputs there (N, H+1, ·). The model runs without gradients; the policy
+        keeps its graph (inputs detached), so the actor loss reuses these outputs instead of
+        running the actor over every imagined state a second time.
         """
         state = start
-        feats, actions = [wm.features(state)], []
-        for _ in range(horizon):
-            action = self.actor(feats[-1]).sample()
-            actions.append(action)
-            state = wm.rssm.imagine_step(state, action)
-            feats.append(wm.features(state))
-        actions.append(self.actor(feats[-1]).sample())
-        return torch.stack(feats, 1), torch.stack(actions, 1)
+        with torch.no_grad():
+            feats = [wm.features(state)]
+            dtype = ops.compute_dtype(feats[0])  # every head reads these features: cast them once
+            feats[0] = feats[0].to(dtype)
+        actions, raws = [], []
+        for t in range(horizon + 1):
+            raw = self.actor.raw(feats[-1])
+            raws.append(raw)
+            with torch.no_grad():
+                action = self.actor.dist(raw.detach()).sample()
+                actions.append(action)
+                if t < horizon:
+                    state = wm.rssm.imagine_step(state, action)
+                    feats.append(wm.features(state).to(dtype))
+        return torch.stack(feats, 1), torch.stack(actions, 1), torch.stack(raws, 1)
 
     def loss(self, wm: WorldModel, post: dict[str, torch.Tensor], data: dict[str, torch.Tensor], contdisc: bool):
         """Imagination losses (policy, value) and the replay value loss (repval).
@@ -98,7 +118,7 @@ class ActorCritic(nn.Module):
         post = {k: v[:, -K:] for k, v in post.items()}
         data = {k: v[:, -K:] for k, v in data.items()}
         start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B·K, ...)
-        feat, action = self.imagine(wm, start, self.cfg.imag_horizon)  # (N, H+1, F), (N, H+1, A)
+        feat, action, policy_raw = self.imagine(wm, start, self.cfg.imag_horizon)  # (N, H+1, ·)
         with torch.no_grad():
             reward = wm.reward(feat).mean()  # (N, H+1)
             cont = wm.cont(feat).mean()  # (N, H+1): γ·(1 − terminal) when contdisc
@@ -114,7 +134,7 @@ class ActorCritic(nn.Module):
         _, scale = self.retnorm.stats()
         adv = (ret - value[:, :-1]) / scale  # (N, H)
 
-        policy = self.actor(feat)
+        policy = self.actor.dist(policy_raw)
         logpi = policy.log_prob(action)[:, :-1]
         entropy = policy.entropy()[:, :-1]
         w = weight[:, :-1].detach()
@@ -140,6 +160,7 @@ class ActorCritic(nn.Module):
         Returns (B, T − 1), masked where the step is the last of an episode.
         """
         feat = wm.features(post)  # (B, T, F), gradients reach the world model
+        feat = feat.to(ops.compute_dtype(feat))
         value_dist = self.critic(feat)
         slow_value = self.slow_critic(feat).mean().detach()
         live = (1.0 - data["is_terminal"].float()) * self.discount
