@@ -10,6 +10,8 @@ timer in its own venv), so no run inherits another's caches, threads or allocato
 - updates/s: `Agent.train_step` on one fixed 16 × 64 replay batch, imagining 15 steps from all
   1024 posterior states (the official per-update work), median of the timed updates;
 - policy steps/s: `Agent.act` for `--envs` envs at once;
+- each row under a variant of our settings: `float32` or `bfloat16` autocast, optionally
+  `+compile` (`run.compile`; its compilation is in the first update, reported apart);
 - end-to-end env steps/s: the real training loop (CartPole-v1, or Atari Pong for 64×64 images) at
   train ratio `--e2e-ratio`, after prefill;
 - FLOPs per update from `torch.utils.flop_counter` (matmuls and convolutions, forward and
@@ -81,9 +83,9 @@ def preset_rows(args, peak: dict) -> list[dict]:
     rows = []
     for preset in args.presets:
         for obs in args.obs:
-            for precision in args.precisions:
-                extra = [f"run.precision={precision}"]
-                print(f"[ours] {preset} {obs} {precision}", flush=True)
+            for variant in args.variants:
+                extra = variant_overrides(variant)
+                print(f"[ours] {preset} {obs} {variant}", flush=True)
                 upd = ours("updates", preset, obs, args, extra)
                 act = ours("act", preset, obs, args, extra)
                 e2e = ours("e2e", preset, obs, args, extra) if args.e2e and preset in args.e2e_presets else None
@@ -95,11 +97,13 @@ def preset_rows(args, peak: dict) -> list[dict]:
 def make_row(preset, obs, args, upd, peak, act=None, e2e=None, peer=None) -> dict:
     s = median(upd["seconds_per_update"])
     precision = upd["precision"]
+    compiled = upd["overrides"].get("run.compile") == "true"
     peak_gflops = peak.get(f"peak_gflops_{precision}")
     achieved = upd["flops_per_update"] / s / 1e9
     row = {
         "preset": preset, "obs": obs, "device": args.device_name, "threads": upd["threads"],
-        "precision": precision, "ours_s_per_update": s, "ours_updates_per_s": 1.0 / s,
+        "precision": precision, "compile": compiled, "variant": precision + ("+compile" if compiled else ""),
+        "ours_s_per_update": s, "ours_updates_per_s": 1.0 / s,
         "ours_first_update_s": upd["first_update_s"], "params": upd["params"],
         "flops_per_update": upd["flops_per_update"], "achieved_gflops": achieved,
         "peak_gflops": peak_gflops, "utilisation": achieved / peak_gflops if peak_gflops else None,
@@ -116,15 +120,24 @@ def make_row(preset, obs, args, upd, peak, act=None, e2e=None, peer=None) -> dic
 PEER_PRECISION = {"float32": "32-true", "bfloat16": "bf16-mixed"}  # ours → Lightning's name
 
 
+def variant_overrides(variant: str) -> list[str]:
+    """'bfloat16+compile' → ['run.precision=bfloat16', 'run.compile=true']."""
+    precision, *flags = variant.split("+")
+    if precision not in PEER_PRECISION or any(f != "compile" for f in flags):
+        raise SystemExit(f"unknown variant '{variant}': use float32 or bfloat16, optionally with +compile")
+    return [f"run.precision={precision}"] + (["run.compile=true"] if flags else [])
+
+
 def peer_rows(args, peak: dict) -> list[dict]:
     python = ensure_sheeprl_venv(Path(args.peer_venv))
     rows = []
-    for obs, precision in [(o, p) for o in args.obs for p in args.precisions]:
+    for obs, variant in [(o, v) for o in args.obs for v in args.peer_variants]:
+        precision = variant.split("+")[0]
         ours_runs, peer_runs = [], []
         for r in range(args.peer_rounds):
-            tag = f"[peer] xs {obs} {precision} round {r + 1}/{args.peer_rounds}"
+            tag = f"[peer] xs {obs} {variant} round {r + 1}/{args.peer_rounds}"
             print(f"{tag}: ours", flush=True)
-            ours_runs.append(ours("updates", "xs", obs, args, [f"run.precision={precision}"]))
+            ours_runs.append(ours("updates", "xs", obs, args, variant_overrides(variant)))
             print(f"{tag}: {PEER_NAME}", flush=True)
             peer_runs.append(run_json([str(python), str(PEER_TIMER), "--obs", obs, "--updates", str(args.updates),
                                        "--warmup", str(args.warmup), "--precision", PEER_PRECISION[precision]],
@@ -161,18 +174,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"{fmt(meta['peak'].get('peak_gflops_bfloat16'), '.1f')} GFLOP/s bfloat16.", "",
         "One update: batch 16 × 64, imagination of 15 steps from all 1024 posterior states. "
         "FLOPs from `torch.utils.flop_counter` (matmuls and convolutions).", "",
-        "| preset | obs | precision | s/update | updates/s | GFLOP/update | GFLOP/s | utilisation | "
-        "policy steps/s | env steps/s (e2e) | params |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | obs | variant | s/update | updates/s | GFLOP/update | GFLOP/s | utilisation | "
+        "policy steps/s | env steps/s (e2e) | first update s | params |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["peer"]:
             continue
         lines.append(
-            f"| {r['preset']} | {r['obs']} | {r['precision']} | {r['ours_s_per_update']:.3f} | "
+            f"| {r['preset']} | {r['obs']} | {r['variant']} | {r['ours_s_per_update']:.3f} | "
             f"{r['ours_updates_per_s']:.2f} | {r['flops_per_update'] / 1e9:.1f} | {r['achieved_gflops']:.1f} | "
             f"{fmt(r['utilisation'], '.1%')} | {fmt(r['policy_steps_per_s'], ',.0f')} "
-            f"({r['act_envs']} envs) | {fmt(r['e2e_env_steps_per_s'], ',.1f')} | {r['params']:,} |")
+            f"({r['act_envs']} envs) | {fmt(r['e2e_env_steps_per_s'], ',.1f')} | {r['ours_first_update_s']:.1f} | "
+            f"{r['params']:,} |")
     peers = [r for r in rows if r["peer"]]
     if peers:
         lines += [
@@ -187,10 +201,18 @@ def markdown(rows: list[dict], meta: dict) -> str:
             pp = sum((r.get("peer_params") or {}).values())
             pf = r.get("peer_flops_per_update")
             lines.append(
-                f"| {r['obs']} | {r['precision']} / {r['peer_precision']} | {r['ours_s_per_update']:.3f} | "
+                f"| {r['obs']} | {r['variant']} / {r['peer_precision']} | {r['ours_s_per_update']:.3f} | "
                 f"{r['peer_s_per_update']:.3f} | **{r['ratio']:.2f}×** [{r['ratio_min']:.2f} – {r['ratio_max']:.2f}] | "
                 f"{r['rounds']} | {r['flops_per_update'] / 1e9:.0f} / {fmt(pf and pf / 1e9, '.0f')} | "
                 f"{r['params']:,} / {pp:,} |")
+        for obs in sorted({r["obs"] for r in peers}):
+            default = next((r for r in peers if r["obs"] == obs and r["peer_precision"] == "32-true"), None)
+            for r in peers:
+                if default and r["obs"] == obs and r is not default:
+                    lines.append(
+                        f"\n{obs}: ours with {r['variant']} against {r['peer']} at its default precision (32-true): "
+                        f"{default['peer_s_per_update'] / r['ours_s_per_update']:.2f}× (ratio of the medians of "
+                        "the two rows above, measured in different rounds).")
     lines += ["", "## Reproduce", "", "```", meta["command"], "```", ""]
     return "\n".join(lines)
 
@@ -209,7 +231,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["debug", "size1m", "size12m"])
     parser.add_argument("--obs", nargs="+", default=["vector", "image"], choices=["vector", "image"])
-    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--variants", nargs="+", default=["float32", "bfloat16+compile"],
+                        help="our settings per preset row: float32 or bfloat16, optionally +compile")
+    parser.add_argument("--peer-variants", nargs="+", default=["float32", "bfloat16+compile"],
+                        help="our settings against the peer; its precision follows ours (32-true / bf16-mixed)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--updates", type=int, default=5, help="timed updates per process")

@@ -53,14 +53,17 @@ class Agent(nn.Module):
 
     def compile_hot_paths(self) -> None:
         """torch.compile the functions an update calls once per time step — the posterior step
-        (64× per batch), the prior step and the policy head (16× per imagination) — so their
-        elementwise chains fuse into few kernels. Each compiles once per input shape (first update
-        and first `act`); random ops keep torch's eager generator, so a compiled update draws the
-        same samples as an eager one."""
+        (64× per batch), the prior step and the policy head (16× per imagination) — and the CNN
+        encoder and decoder, so elementwise chains (norms, activations, gates) fuse into few
+        kernels. Each compiles once per input shape (first update and first `act`); random ops
+        keep torch's eager generator, so a compiled update draws the same samples as an eager one."""
         import torch._inductor.config as inductor_config
 
         inductor_config.fallback_random = True
         rssm = self.wm.rssm
+        for net in (getattr(self.wm.encoder, "cnn", None), getattr(self.wm.decoder, "cnn", None)):
+            if net is not None:  # memory-bound norms and activations on (N, H, W, C) maps: fused
+                net.forward = torch.compile(net.forward, dynamic=False)
         rssm.observe_step = torch.compile(rssm.observe_step, dynamic=False)
         rssm.imagine_step = torch.compile(rssm.imagine_step, dynamic=False)
         self.ac.actor.raw = torch.compile(self.ac.actor.raw, dynamic=False)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ops
 from .errors import ConfigError
 
 
@@ -39,6 +40,18 @@ class Linear(nn.Linear):
             nn.init.zeros_(self.bias)
 
 
+class RMSNorm(nn.Module):
+    """x / √(mean(x²) + eps) · weight over the last dim (`ops.rms_norm`: a cheaper backward on CPU)."""
+
+    def __init__(self, dim: int, eps: float = 1e-4):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return ops.rms_norm(x, self.weight, self.eps)
+
+
 class Norm(nn.Module):
     """RMSNorm or LayerNorm over the last dim (eps 1e-4 as in DreamerV3), or identity.
 
@@ -50,7 +63,7 @@ class Norm(nn.Module):
     def __init__(self, dim: int, kind: str = "rms", eps: float = 1e-4):
         super().__init__()
         if kind == "rms":
-            self.norm = nn.RMSNorm(dim, eps=eps)
+            self.norm = RMSNorm(dim, eps=eps)
         elif kind == "layer":
             self.norm = nn.LayerNorm(dim, eps=eps)
         elif kind == "none":

@@ -33,6 +33,38 @@ def symexp_bins(num_bins: int = 255, limit: float = 20.0) -> torch.Tensor:
     return bins.float()
 
 
+class _RMSNormCPU(torch.autograd.Function):
+    """RMS normalisation over the last dim with a hand-written backward.
+
+    y = x·r·w with r = 1/√(mean(x²) + eps) per row. torch's CPU kernel is fused only forwards; its
+    autograd backward runs ~15 elementwise passes, which dominates an image update (every CNN
+    stage normalises a (N·H·W, C) map). With x̂ = x·r and u = g·w:
+        ∂L/∂w = Σ_rows g·x̂,   ∂L/∂x = r·(u − x̂·mean(u·x̂))
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        y, rstd = torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], weight, eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, rstd, weight = ctx.saved_tensors
+        normed = x * rstd  # x̂
+        u = grad * weight
+        grad_x = rstd * (u - normed * (u * normed).mean(-1, keepdim=True))
+        grad_w = (grad * normed).reshape(-1, x.shape[-1]).sum(0)
+        return grad_x, grad_w, None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dim: x / √(mean(x²) + eps) · weight (float32 in, float32 out)."""
+    if x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _RMSNormCPU.apply(x, weight, eps)
+    return torch.nn.functional.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype that autocast computes matmuls in on x's device, or x's own dtype without autocast.
     Casting a tensor that several layers read to it once saves each layer its own cast."""

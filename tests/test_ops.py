@@ -104,3 +104,12 @@ def test_extreme_values_stay_finite(value):
     bins = ops.symexp_bins(255)
     probs = ops.twohot_encode(x, bins)
     assert torch.isfinite(probs).all() and torch.isclose(probs.sum(), torch.tensor(1.0))
+
+
+def test_rms_norm_matches_torch_and_its_backward_is_the_true_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(50, 24, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(24, dtype=torch.float64) + 0.5).requires_grad_()
+    y = ops.rms_norm(x, w, 1e-4)
+    torch.testing.assert_close(y, torch.nn.functional.rms_norm(x, (24,), w, 1e-4))
+    assert torch.autograd.gradcheck(lambda a, b: ops.rms_norm(a, b, 1e-4), (x, w))

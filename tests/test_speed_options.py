@@ -28,9 +28,10 @@ def losses_of_two_updates(env_fn, overrides):
     return agent, {k: torch.stack([m[k] for m in metrics]) for k in metrics[0] if k.startswith("loss/")}
 
 
-def test_compiled_update_gives_the_eager_losses():
-    _, eager = losses_of_two_updates(CueEnv, ["run.compile=false"])
-    _, compiled = losses_of_two_updates(CueEnv, ["run.compile=true"])
+@pytest.mark.parametrize("env_fn, extra", [(CueEnv, []), (DictObsEnv, SMALL_CNN)])
+def test_compiled_update_gives_the_eager_losses(env_fn, extra):
+    _, eager = losses_of_two_updates(env_fn, extra + ["run.compile=false"])
+    _, compiled = losses_of_two_updates(env_fn, extra + ["run.compile=true"])
     assert eager.keys() == compiled.keys()
     for key in eager:  # the second update also checks the compiled gradients and optimiser step
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
