@@ -57,7 +57,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     precision: str = "float32"  # float32 | bfloat16 (autocast)
-    compile: bool = False  # torch.compile the recurrent steps and the policy head (see README, Performance)
+    compile: bool = False  # torch.compile the per-step functions and the CNNs (see README, Performance)
 
 
 @dataclass
@@ -404,6 +404,8 @@ def validate(cfg: Config) -> None:
         (cfg.model.rssm.deter % cfg.model.rssm.blocks == 0,
          "model.rssm.deter must be divisible by model.rssm.blocks"),
         (cfg.model.norm in ("rms", "layer", "none"), "model.norm must be rms, layer or none"),
+        (cfg.model.encoder.resize in ("pool", "stride"), "model.encoder.resize must be pool or stride"),
+        (cfg.model.decoder.resize in ("pool", "stride"), "model.decoder.resize must be pool or stride"),
         (cfg.replay.capacity >= cfg.batch_length, "replay.capacity must be ≥ batch_length"),
         (cfg.behavior.imag_horizon >= 1, "behavior.imag_horizon must be ≥ 1"),
     ]

@@ -49,6 +49,8 @@ def test_unknown_key_names_it_and_suggests():
     ("replay.online=maybe", r"'replay\.online' expects bool"),
     ("model.encoder.mults=[a]", r"'model\.encoder\.mults' expects"),
     ("batch_size=1.5", r"'batch_size' expects int"),
+    ("model.encoder.resize=avg", r"model\.encoder\.resize must be pool or stride"),
+    ("run.precision=fp16", r"run\.precision must be float32 or bfloat16"),
 ])
 def test_wrong_types_name_the_key(item, pattern):
     with pytest.raises(ConfigError, match=pattern):
