@@ -6,6 +6,7 @@ so `log_prob`, `entropy`, `loss` and `kl` return one value per batch element.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -42,16 +43,14 @@ class OneHotCategorical(Distribution):
         if unimix:  # p = (1 − u)·softmax(logits) + u/K: a floor on every probability
             self.probs = (1 - unimix) * torch.softmax(logits, -1) + unimix / logits.shape[-1]
         else:
-            self._log_probs = torch.log_softmax(logits, -1)
-            self.probs = self._log_probs.exp()
+            self.log_probs = torch.log_softmax(logits, -1)
+            self.probs = self.log_probs.exp()
         self.sum_dims = tuple(range(-1 - event_dims, 0))
 
-    @property
+    @functools.cached_property
     def log_probs(self) -> torch.Tensor:
         """ln p, computed on first use (sampling and the mode do not need it)."""
-        if not hasattr(self, "_log_probs"):
-            self._log_probs = torch.log(self.probs)
-        return self._log_probs
+        return torch.log(self.probs)
 
     def _straight_through(self, index: torch.Tensor) -> torch.Tensor:
         onehot = F.one_hot(index, self.probs.shape[-1]).to(self.probs.dtype)
@@ -133,12 +132,10 @@ class TwoHot(Distribution):
         self.logits = logits.float()
         self.bins = bins
 
-    @property
+    @functools.cached_property
     def log_probs(self) -> torch.Tensor:
         """ln softmax(logits), computed on first use (the mean does not need it)."""
-        if not hasattr(self, "_log_probs"):
-            self._log_probs = torch.log_softmax(self.logits, -1)
-        return self._log_probs
+        return torch.log_softmax(self.logits, -1)
 
     def mean(self) -> torch.Tensor:
         return ops.twohot_mean(torch.softmax(self.logits, -1), self.bins)
