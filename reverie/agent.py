@@ -18,7 +18,7 @@ from torch import nn
 
 from .behavior import ActorCritic
 from .config import Config
-from .optim import LaProp
+from .optim import LaProp, global_norm
 from .world_model import WorldModel
 
 STEP_KEYS = ("reward", "is_first", "is_last", "is_terminal")
@@ -124,18 +124,33 @@ class Agent(nn.Module):
         return losses, metrics
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """One gradient update of world model, actor and critic on a (B, T) batch."""
+        """One gradient update of world model, actor and critic on a (B, T) batch.
+
+        Non-finite guard, without a host sync: when the batch, the loss or the global gradient norm
+        holds NaN or inf, the update is skipped as a whole (weights, optimiser state, slow critic and the
+        return normaliser keep their values) and `train/nonfinite` is 1 in the metrics."""
         self.train()
         data = self.to_tensors(batch)
+        buffers = [b for b in self.buffers() if b.is_floating_point()]  # the return normaliser's EMAs
+        saved = [b.clone() for b in buffers]
         losses, metrics = self.compute_losses(data)
         total = sum(self.scales[k] * v.float().mean() for k, v in losses.items())
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        self.optimizer.step()
-        self.ac.update_slow_critic()
+        grad_norm = global_norm(p.grad for group in self.optimizer.param_groups for p in group["params"])
+        # NaN rewards could pass the two-hot loss as its end bin, so the batch itself is checked too.
+        data_finite = torch.stack([torch.isfinite(v).all() for v in data.values() if v.is_floating_point()]).all()
+        finite = torch.isfinite(total) & torch.isfinite(grad_norm) & data_finite  # () bool
+        self.optimizer.step(apply=finite)
+        self.ac.update_slow_critic(apply=finite)
+        with torch.no_grad():
+            for buffer, old in zip(buffers, saved):
+                buffer.copy_(torch.where(finite, buffer, old))
         metrics = {k: v.detach() for k, v in metrics.items()}
         metrics.update({f"loss/{k}": v.detach().float().mean() for k, v in losses.items()})
         metrics["loss/total"] = total.detach()
+        metrics["train/grad_norm"] = grad_norm
+        metrics["train/nonfinite"] = (~finite).float()
         return metrics
 
     @torch.no_grad()

@@ -1,7 +1,8 @@
 """`reverie train | eval | config` — the command line.
 
-Every user error (unknown env or config key, wrong type, bad checkpoint) is printed as one line
-`reverie: error: ...` and exits with code 2.
+Every user error (unknown env or config key, wrong type, bad checkpoint, full disk) is printed as
+one line `reverie: error: ...` and exits with code 2; a run that stops because its updates keep
+failing (non-finite losses) exits with code 1 the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_lib
-from .errors import UserError
+from .errors import TrainingError, UserError
 
 EXAMPLES = """examples:
   reverie train --env CartPole-v1 --logdir runs/cartpole
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"reverie: error: {error}", file=sys.stderr)
         return 2
+    except TrainingError as error:
+        print(f"reverie: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("reverie: interrupted", file=sys.stderr)
         return 130

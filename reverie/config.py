@@ -54,6 +54,7 @@ class RunConfig:
     report_sequences: int = 4  # replayed sequences shown side by side in the open-loop video
     checkpoint_every: float = 10.0  # minutes between checkpoints
     keep_checkpoints: int = 3
+    max_nonfinite_updates: int = 100  # stop after this many skipped (NaN/inf) updates in a row; 0 never stops
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     precision: str = "float32"  # float32 | bfloat16 (autocast)
@@ -64,6 +65,7 @@ class RunConfig:
 class ReplayConfig:
     capacity: int = 1_000_000  # steps, FIFO
     online: bool = True  # train on every fresh sequence once before sampling uniformly
+    chunk_length: int = 1024  # steps per env in each file under logdir/replay/ (a crash loses at most one)
 
 
 @dataclass
@@ -408,6 +410,10 @@ def validate(cfg: Config) -> None:
         (cfg.model.decoder.resize in ("pool", "stride"), "model.decoder.resize must be pool or stride"),
         (cfg.replay.capacity >= cfg.batch_length, "replay.capacity must be ≥ batch_length"),
         (cfg.behavior.imag_horizon >= 1, "behavior.imag_horizon must be ≥ 1"),
+        (cfg.run.steps >= 1, "run.steps must be ≥ 1 env step"),
+        (cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be ≥ 1"),
+        (cfg.run.max_nonfinite_updates >= 0, "run.max_nonfinite_updates must be ≥ 0 (0 never stops)"),
+        (cfg.replay.chunk_length >= 1, "replay.chunk_length must be ≥ 1"),
     ]
     for ok, message in checks:
         if not ok:

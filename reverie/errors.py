@@ -15,3 +15,8 @@ class EnvError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, or does not match the config."""
+
+
+class TrainingError(Exception):
+    """A run that cannot go on (e.g. updates keep producing NaN). The CLI prints it as one line
+    and exits with code 1; checkpoints written before it are intact."""

@@ -9,6 +9,10 @@ Per parameter tensor θ with gradient g, at its update t = 1, 2, ...:
 4. m ← β1·m + (1 − β1)·u,    m̂ = m / (1 − β1^t)   (... then momentum: LaProp)
 5. θ ← θ − lr_t·m̂,  lr_t = lr·min(1, t / warmup)  (lr_t = lr when warmup == 0)
 
+`step(apply=flag)` with a bool 0-d tensor makes the whole update conditional without a host sync:
+where the flag is False (e.g. a non-finite loss or gradient), θ, m, v and t keep their values
+exactly, even when g holds NaN or inf.
+
 Facts from danijar/dreamerv3 `embodied/jax/opt.py` (clip_by_agc, scale_by_rms, scale_by_momentum).
 
 The update is written with `torch._foreach_*` ops over all tensors of a param group that share a
@@ -83,8 +87,12 @@ class LaProp(torch.optim.Optimizer):
                     state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        """Apply one update to every parameter that has a gradient; returns `closure()` if given."""
+    def step(
+        self, closure: Callable[[], torch.Tensor] | None = None, apply: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Apply one update to every parameter that has a gradient; returns `closure()` if given.
+
+        `apply`: optional bool 0-d tensor; where False the update leaves every tensor unchanged."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -126,6 +134,7 @@ class LaProp(torch.optim.Optimizer):
                     agc=group["agc"],
                     agc_pmin=group["agc_pmin"],
                     warmup=group["warmup"],
+                    apply=apply,
                 )
         return loss
 
@@ -144,12 +153,22 @@ def _laprop_foreach(
     agc: float,
     agc_pmin: float,
     warmup: int,
+    apply: torch.Tensor | None = None,
 ) -> None:
     """One LaProp update of tensors on one device with one dtype. All lists are aligned.
 
-    The only Python branches are on hyper-parameters (`agc`, `warmup`), never on tensor values.
+    The only Python branches are on hyper-parameters (`agc`, `warmup`, whether `apply` is given),
+    never on tensor values. With `apply`, g is zeroed where it is False and every state change is
+    scaled by keep = float(apply): v ← (1 − (1 − β2)·keep)·v + (1 − β2)·g², likewise for m, t and θ.
     """
-    torch._foreach_add_(steps, 1.0)  # t ← t + 1, on device
+    keep = None
+    if apply is not None:
+        keep = apply.to(device=params[0].device, dtype=torch.float32)  # () 1.0 or 0.0
+        zero = torch.zeros((), dtype=grads[0].dtype, device=grads[0].device)
+        grads = [torch.where(keep > 0, g, zero) for g in grads]  # NaN/inf never reach the state
+        torch._foreach_add_(steps, keep)  # t ← t + keep
+    else:
+        torch._foreach_add_(steps, 1.0)  # t ← t + 1, on device
 
     # 1. Adaptive gradient clipping, per tensor: g ← g / max(1, ‖g‖ / (agc·max(pmin, ‖θ‖))).
     if agc > 0:
@@ -162,7 +181,7 @@ def _laprop_foreach(
         grads = torch._foreach_div(grads, ratios)  # new tensors: p.grad stays as it was
 
     # 2. Second moment with bias correction: v̂ = v / (1 − β2^t).
-    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_mul_(exp_avg_sqs, beta2 if keep is None else 1.0 - (1.0 - beta2) * keep)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
     correction2 = _bias_correction(beta2, steps)  # 1 − β2^t
 
@@ -174,7 +193,11 @@ def _laprop_foreach(
     torch._foreach_mul_(normalised, grads)  # u
 
     # 4. Momentum of the normalised gradient: m ← β1·m + (1 − β1)·u.
-    torch._foreach_lerp_(exp_avgs, normalised, 1.0 - beta1)
+    if keep is None:
+        torch._foreach_lerp_(exp_avgs, normalised, 1.0 - beta1)
+    else:  # u = 0 where skipped, so only the decay needs the gate
+        torch._foreach_mul_(exp_avgs, 1.0 - (1.0 - beta1) * keep)
+        torch._foreach_add_(exp_avgs, normalised, alpha=1.0 - beta1)
     correction1 = _bias_correction(beta1, steps)  # 1 − β1^t
 
     # 5. θ ← θ − lr_t · m / (1 − β1^t), lr_t = lr·min(1, t / warmup).
@@ -186,6 +209,8 @@ def _laprop_foreach(
     else:
         step_sizes = torch._foreach_reciprocal(correction1)
         torch._foreach_mul_(step_sizes, lr)
+    if keep is not None:
+        torch._foreach_mul_(step_sizes, keep)
     updates = torch._foreach_mul(exp_avgs, step_sizes)
     torch._foreach_sub_(params, updates)
 

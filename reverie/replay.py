@@ -19,7 +19,13 @@ once (DreamerV3's online replay). The queue keeps at most as many windows as the
 side by side (num_envs × (per_env_capacity // T)); older ones are dropped.
 
 Positions are tracked in per-env step counts ("time" t = 0, 1, 2, ... since the first add); the
-slot of step t is t % per_env_capacity, and the steps still stored are t in [added - size, added).
+slot of step t is t % per_env_capacity, and the steps still stored are t in [added - stored, added)
+with stored = min(added - first, per_env_capacity). `first` is 0 unless the replay was restored
+from a state that had lost its oldest steps (e.g. a resume from partly missing chunk files).
+
+Persistence. `export_steps(start, end)` copies a time range out (for the chunk files of
+`reverie.run.replay_store`); `state_dict()` / `load_state_dict()` carry everything else needed to
+resume exactly (counters, RNG state, online queue), with or without the data.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from .errors import CheckpointError, ConfigError, UserError
 
 StepSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 def _format_bytes(num_bytes: int) -> str:
@@ -83,6 +89,7 @@ class Replay:
         self._rng = np.random.Generator(np.random.PCG64(seed))
         self._data: dict[str, np.ndarray] = {}  # key -> (num_envs, per_env_capacity, ...)
         self._added = 0  # steps added per env (the same for every env)
+        self._first = 0  # time of the oldest step ever stored since the last restore
         self._queue: collections.deque[tuple[int, int]] = collections.deque()  # (env, start t)
         self._queue_limit = self.num_envs * (self.per_env_capacity // self.batch_length)
 
@@ -120,12 +127,17 @@ class Replay:
 
     @property
     def _stored_per_env(self) -> int:
-        return min(self._added, self.per_env_capacity)
+        return min(self._added - self._first, self.per_env_capacity)
+
+    @property
+    def added(self) -> int:
+        """Steps added per env since the start of the run (the time of the next step)."""
+        return self._added
 
     @property
     def ready(self) -> bool:
         """True once at least one full window of `batch_length` steps can be sampled."""
-        return self._added >= self.batch_length
+        return self._stored_per_env >= self.batch_length
 
     @property
     def queue_length(self) -> int:
@@ -233,28 +245,69 @@ class Replay:
 
     # ----------------------------------------------------------------------------- state
 
-    def state_dict(self) -> dict:
-        """Everything needed to resume exactly: data, counters, RNG state and online queue.
+    def export_steps(self, start: int, end: int) -> dict[str, np.ndarray]:
+        """Copies of the steps with times [start, end) of every env: {key: (num_envs, end - start, ...)}."""
+        if not self._oldest_start() <= start <= end <= self._added:
+            raise ValueError(
+                f"steps [{start}, {end}) are not stored: the replay holds [{self._oldest_start()}, {self._added})"
+            )
+        slots = np.arange(start, end, dtype=np.int64) % self.per_env_capacity  # (end - start,)
+        return {key: array[:, slots] for key, array in self._data.items()}
 
-        The data arrays are views of the buffer's own storage, not copies (a full image buffer can
-        be many GiB), holding only the filled slots: (num_envs, stored, ...) with stored =
-        min(added, per_env_capacity). Save them before adding more steps.
-        """
-        stored = self._stored_per_env
-        return {
+    def prepend_steps(self, steps: dict[str, np.ndarray]) -> int:
+        """Restore older steps just before the oldest stored one: {key: (num_envs, n, ...)} in time
+        order, ending at the current oldest time. Keeps the newest ones that fit in the capacity;
+        returns how many per env were stored (0 once the buffer is full)."""
+        arrays = {key: np.asarray(value) for key, value in steps.items()}
+        lengths = {array.shape[1] if array.ndim > 1 else -1 for array in arrays.values()}
+        if len(lengths) != 1 or min(lengths) < 0 or any(a.shape[0] != self.num_envs for a in arrays.values()):
+            raise CheckpointError(
+                f"replay steps have shapes {({k: a.shape for k, a in arrays.items()})}, expected "
+                f"({self.num_envs}, n, ...) with the same n for every key: the replay files are corrupt"
+            )
+        if min(lengths) == 0:
+            return 0
+        if not self._data:
+            self._allocate({key: array[:, 0] for key, array in arrays.items()})
+        if arrays.keys() != self._data.keys():
+            raise CheckpointError(
+                f"replay steps have keys {sorted(arrays)} but the replay holds {sorted(self._data)}: the "
+                "replay files come from another env or config; start a new logdir"
+            )
+        count = min(lengths.pop(), self.per_env_capacity - self._stored_per_env)
+        start = self._first - count
+        slots = np.arange(start, self._first, dtype=np.int64) % self.per_env_capacity  # (count,)
+        for key, array in arrays.items():
+            self._data[key][:, slots] = array[:, array.shape[1] - count:]
+        self._first = start
+        return count
+
+    def state_dict(self, with_data: bool = True) -> dict:
+        """Everything needed to resume exactly: counters, RNG state, online queue and (unless
+        `with_data=False`, for when the data lives in chunk files) a copy of the stored steps in
+        time order, (num_envs, stored, ...)."""
+        state = {
             "version": _STATE_VERSION,
             "per_env_capacity": self.per_env_capacity,
             "num_envs": self.num_envs,
             "batch_length": self.batch_length,
             "online": self.online,
             "added": self._added,
-            "data": {key: array[:, :stored] for key, array in self._data.items()},
             "rng": self._rng.bit_generator.state,
             "queue": np.asarray(list(self._queue), np.int64).reshape(-1, 2),  # (K, 2): env, start
         }
+        if with_data:
+            state["data"] = self.export_steps(self._oldest_start(), self._added)
+        return state
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore from `state_dict()`; the layout (envs, capacity, batch_length) must match."""
+    def load_state_dict(self, state: dict, data: dict[str, np.ndarray] | None = None) -> None:
+        """Restore from `state_dict()`; the layout (envs, capacity, batch_length) must match.
+
+        `data` (default `state["data"]`) holds the most recent stored steps in time order, ending at
+        `state["added"]`: {key: (num_envs, n, ...)} with n ≤ per_env_capacity. Fewer steps than the
+        state once held are fine (the oldest ones are then gone); queued windows that are no longer
+        stored are skipped when they come up.
+        """
         if state.get("version") != _STATE_VERSION:
             raise CheckpointError(
                 f"replay state has version {state.get('version')!r}, expected {_STATE_VERSION}: "
@@ -267,21 +320,35 @@ class Replay:
                     f"{getattr(self, name)}: resume with the same replay.capacity, env.num_envs and "
                     "batch_length, or start a new logdir"
                 )
-        stored = min(int(state["added"]), self.per_env_capacity)
-        data = {}
-        for key, array in state["data"].items():
+        data = state.get("data", {}) if data is None else data
+        added = int(state["added"])
+        shapes = {key: np.shape(array) for key, array in data.items()}
+        lengths = {shape[1] if len(shape) > 1 else -1 for shape in shapes.values()}
+        stored = lengths.pop() if len(lengths) == 1 else -1
+        if data and not 0 <= stored <= min(added, self.per_env_capacity):
+            raise CheckpointError(
+                f"replay data has shapes {shapes}, expected ({self.num_envs}, n, ...) with the same "
+                f"n ≤ {min(added, self.per_env_capacity)} for every key: the replay files are corrupt; delete "
+                "the logdir's replay/ folder to resume with an empty replay"
+            )
+        stored = max(stored, 0)
+        slots = np.arange(added - stored, added, dtype=np.int64) % self.per_env_capacity  # (stored,)
+        restored = {}
+        for key, array in data.items():
             array = np.asarray(array)
-            if array.shape[:2] != (self.num_envs, stored):
+            if array.shape[0] != self.num_envs:
                 raise CheckpointError(
-                    f"replay checkpoint array '{key}' has shape {array.shape}, expected leading dims "
-                    f"{(self.num_envs, stored)}: the checkpoint is corrupt; start a new logdir"
+                    f"replay data '{key}' holds {array.shape[0]} envs but this run has {self.num_envs}: "
+                    "resume with the same env.num_envs or start a new logdir"
                 )
             # Own storage of the full capacity: no aliasing with the caller's arrays.
-            data[key] = np.zeros((self.num_envs, self.per_env_capacity, *array.shape[2:]), array.dtype)
-            data[key][:, :stored] = array
-        self._data = data
-        self._added = int(state["added"])
+            restored[key] = np.zeros((self.num_envs, self.per_env_capacity, *array.shape[2:]), array.dtype)
+            restored[key][:, slots] = array
+        self._data = restored
+        self._added, self._first = added, added - stored
         self._rng.bit_generator.state = state["rng"]
         # `online` stays as this run configures it; a run resumed without it drops the queue.
         queue = np.asarray(state["queue"], np.int64).reshape(-1, 2) if self.online else np.empty((0, 2))
-        self._queue = collections.deque((int(env), int(start)) for env, start in queue)
+        # Windows no longer stored are skipped when they come up (`_take_online`).
+        self._queue = collections.deque(
+            (int(env), int(start)) for env, start in queue if start <= added - self.batch_length)

@@ -37,8 +37,11 @@ def test_train_checkpoint_resume_eval(tmp_path, capsys):
     assert train_rows[-1]["replay_steps"] == 450  # the replay was restored, not refilled
     steps = [r["step"] for r in train_rows]
     assert steps == sorted(steps) and steps[-1] == 450
-    replay = ckpt.load_replay(logdir / "checkpoints" / "replay.npz")
-    assert replay["added"] == 450
+    assert payload["replay"]["added"] == 450
+    chunks = sorted((logdir / "replay").glob("chunk_*.npz"))  # contiguous, ending at the checkpoint
+    spans = [tuple(int(x) for x in p.stem.split("_")[1:]) for p in chunks]
+    assert spans[0][0] == 0 and spans[-1][1] == 450
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
 
     # Evaluate the newest checkpoint.
     capsys.readouterr()

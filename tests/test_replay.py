@@ -210,25 +210,27 @@ def test_load_state_dict_copies_storage():
     assert resumed.state_dict()["data"]["t"].max() == 4
 
 
-def test_saved_replay_holds_only_the_filled_steps(tmp_path):
-    """A 1M-step image replay with a few steps in it must not write (or copy) the empty capacity."""
-    from reverie.run.checkpoint import load_replay, save_replay
+def test_state_dict_data_is_in_time_order_and_optional():
+    replay = Replay(capacity=10, batch_size=2, batch_length=3, num_envs=2)
+    fill(replay, 23)  # the ring has wrapped: slots hold t = 20, 21, 22, 13, ..., 19
+    state = replay.state_dict()
+    np.testing.assert_array_equal(state["data"]["t"], np.tile(np.arange(18, 23), (2, 1)))
+    assert "data" not in replay.state_dict(with_data=False)
+    resumed = Replay(capacity=10, batch_size=2, batch_length=3, num_envs=2)
+    resumed.load_state_dict(state)
+    np.testing.assert_array_equal(resumed.export_steps(18, 23)["t"], state["data"]["t"])
+    with pytest.raises(ValueError, match=r"steps \[10, 23\) are not stored: the replay holds \[18, 23\)"):
+        resumed.export_steps(10, 23)
 
-    original = Replay(capacity=1_000_000, batch_size=2, batch_length=3, num_envs=2, seed=1)
-    for t in range(10):
-        original.add({**make_step(t, 2), "image": np.full((2, 64, 64, 3), t, np.uint8)})
-    state = original.state_dict()
-    assert state["data"]["image"].shape == (2, 10, 64, 64, 3)
-    save_replay(tmp_path / "replay.npz", state)
-    assert (tmp_path / "replay.npz").stat().st_size < 2 * 10 * 64 * 64 * 3 + 50_000  # not 24 GB
-    resumed = Replay(capacity=1_000_000, batch_size=2, batch_length=3, num_envs=2, seed=1)
-    resumed.load_state_dict(load_replay(tmp_path / "replay.npz"))
-    assert len(resumed) == 20
-    a, b = original.sample(), resumed.sample()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key])
-    resumed.add({**make_step(10, 2), "image": np.zeros((2, 64, 64, 3), np.uint8)})
-    assert len(resumed) == 22  # the restored buffer has its full capacity to grow into
+
+def test_prepend_steps_fills_older_steps_up_to_the_capacity():
+    source = Replay(capacity=8, batch_size=2, batch_length=3)
+    fill(source, 30)
+    target = Replay(capacity=8, batch_size=2, batch_length=3)
+    target.load_state_dict({**source.state_dict(with_data=False), "data": source.export_steps(26, 30)})
+    older = {key: np.concatenate([value[:, :1]] * 6, axis=1) for key, value in source.export_steps(26, 27).items()}
+    assert target.prepend_steps(older) == 4  # 4 stored + 4 more fill the 8 slots
+    assert len(target) == 8 and target.prepend_steps(older) == 0
 
 
 def test_load_state_dict_rejects_another_layout():

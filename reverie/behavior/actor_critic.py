@@ -76,10 +76,15 @@ class ActorCritic(nn.Module):
         self.discount = 1.0 - 1.0 / cfg.horizon
 
     @torch.no_grad()
-    def update_slow_critic(self) -> None:
-        """θ_slow ← (1 − rate)·θ_slow + rate·θ."""
+    def update_slow_critic(self, apply: torch.Tensor | None = None) -> None:
+        """θ_slow ← (1 − rate)·θ_slow + rate·θ; unchanged where the bool tensor `apply` is False."""
         slow = list(self.slow_critic.parameters())
-        torch._foreach_lerp_(slow, list(self.critic.parameters()), self.cfg.critic.slow_rate)
+        rate = self.cfg.critic.slow_rate
+        if apply is None:
+            torch._foreach_lerp_(slow, list(self.critic.parameters()), rate)
+        else:
+            weight = apply.to(slow[0].dtype) * rate  # () rate or 0
+            torch._foreach_lerp_(slow, list(self.critic.parameters()), [weight] * len(slow))
 
     def imagine(self, wm: WorldModel, start: dict[str, torch.Tensor], horizon: int):
         """Roll the prior forward with actions from the policy.

@@ -1,8 +1,9 @@
 """Checkpoints: atomic writes, the last K kept, safe loading (`weights_only=True`).
 
 Layout under `logdir/checkpoints/`:
-    ckpt_000012345.pt     agent weights + optimiser + normalisers + counters + RNG states
-    replay.npz            the replay buffer at the newest checkpoint (arrays + JSON metadata)
+    ckpt_000012345.pt     agent weights + optimiser + normalisers + slow critic, counters (steps,
+                          updates, train-ratio credit), RNG states, the replay's counters, RNG and
+                          online queue; the replay's steps live in `logdir/replay/` (replay_store.py)
 
 Every file is written to a temporary name in the same folder, flushed, fsynced and renamed, so a
 crash leaves either the old file or the new one, never a torn one.
@@ -12,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import CheckpointError
@@ -86,30 +85,3 @@ def load_latest_checkpoint(folder: Path, map_location="cpu") -> tuple[Path, dict
                 ) from None
             warnings.warn(f"checkpoint {path.name} is unreadable ({type(error).__name__}); trying an older one")
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Replay state: numpy arrays in an .npz, everything else as JSON (nothing that can run code).
-
-
-def save_replay(path: Path, state: dict[str, Any]) -> None:
-    arrays = {f"data/{k}": v for k, v in state["data"].items()}
-    arrays["queue"] = state["queue"]
-    meta = {k: v for k, v in state.items() if k not in ("data", "queue")}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    with atomic_file(path) as f:  # streamed to disk: no second copy of a many-GiB image replay in RAM
-        np.savez(f, **arrays)
-
-
-def load_replay(path: Path) -> dict[str, Any]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            state = json.loads(archive["meta"].tobytes().decode())
-            state["queue"] = archive["queue"]
-            state["data"] = {k[len("data/"):]: archive[k] for k in archive.files if k.startswith("data/")}
-    except Exception as error:  # noqa: BLE001
-        raise CheckpointError(
-            f"replay file {path} is unreadable ({type(error).__name__}: {error}); delete it to resume "
-            "with an empty replay"
-        ) from None
-    return state

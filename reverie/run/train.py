@@ -4,13 +4,17 @@
     run as many updates as the train ratio has earned:
         updates per policy step = train_ratio / (batch_size × batch_length)
     evaluate every `run.eval_every` policy steps, checkpoint every `run.checkpoint_every` minutes
-    and at the end; running again on the same logdir resumes from the newest checkpoint.
+    and at the end; running again on the same logdir resumes from the newest checkpoint plus the
+    replay chunks written after it (`replay_store`), even after a `kill -9`.
+    An update with a non-finite loss or gradient is skipped (`train/skipped_updates`); after
+    `run.max_nonfinite_updates` in a row the run stops with `TrainingError`, writing no checkpoint.
     Every `run.report_every` seconds and at the end, an open-loop prediction report: its errors
     go to the metrics and, for image observations, a video (truth / model / error) to `videos/`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -28,12 +32,13 @@ from .. import config as config_lib
 from ..agent import Agent, resolve_device
 from ..config import Config
 from ..envs import make_vec_env
-from ..errors import UserError
+from ..errors import TrainingError, UserError
 from ..logging import MetricsWriter, Progress
 from ..replay import Replay
 from . import checkpoint as ckpt
 from .episode_logs import EpisodeLogStats, split_log_keys
 from .evaluate import EpisodeTracker, run_episodes
+from .replay_store import ReplayStore
 
 
 @dataclass
@@ -43,12 +48,23 @@ class Counters:
     episodes: int = 0
     credit: float = 0.0  # updates earned by the train ratio but not yet done
     next_eval: int = 0
+    skipped_updates: int = 0  # updates skipped for a non-finite loss or gradient
+    nonfinite_streak: int = 0  # of them, in a row up to the newest checked update
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def replay_state_to_checkpoint(state: dict) -> dict:
+    """The replay's state in types that `torch.load(weights_only=True)` accepts."""
+    return {**state, "rng": json.dumps(state["rng"]), "queue": torch.from_numpy(state["queue"])}
+
+
+def replay_state_from_checkpoint(state: dict) -> dict:
+    return {**state, "rng": json.loads(state["rng"]), "queue": state["queue"].numpy()}
 
 
 class Trainer:
@@ -68,6 +84,8 @@ class Trainer:
         self.agent = Agent(self.envs.obs_space, self.envs.act_space, cfg, self.device)
         self.replay = Replay(cfg.replay.capacity, cfg.batch_size, cfg.batch_length, cfg.env.num_envs,
                              cfg.replay.online, cfg.seed)
+        self.store = ReplayStore(self.logdir / "replay", self.replay, cfg.replay.chunk_length)
+        self.nonfinite_flags: list[torch.Tensor] = []  # per update, not yet checked on the host
         self.counters = Counters(next_eval=0 if cfg.run.eval_every else -1)
         self.rng = np.random.default_rng(cfg.seed)
         self.report_rng = np.random.default_rng(cfg.seed + 1)  # report batches leave training's RNG alone
@@ -80,38 +98,68 @@ class Trainer:
         return self.logdir / "checkpoints"
 
     def save(self) -> Path:
-        """Replay first, then the checkpoint that refers to it."""
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if self.replay.ready or len(self.replay):
-            ckpt.save_replay(self.ckpt_dir / "replay.npz", self.replay.state_dict())
+        """Replay chunks up to now first, then the checkpoint that counts them."""
+        self.check_nonfinite()  # a run that is diverging stops before it writes a checkpoint
+        with self.writing("the replay"):
+            self.store.flush()
         payload = {
             "agent": self.agent.state_dict(),
             "counters": vars(self.counters).copy(),
             "episode_logs": self.episode_logs.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(self.rng.bit_generator.state)},
+            "replay": replay_state_to_checkpoint(self.replay.state_dict(with_data=False)),
+            "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(self.rng.bit_generator.state),
+                    "report": json.dumps(self.report_rng.bit_generator.state)},
         }
-        return ckpt.save_checkpoint(self.ckpt_dir, self.counters.step, payload, self.cfg.run.keep_checkpoints)
+        with self.writing("a checkpoint"):
+            return ckpt.save_checkpoint(self.ckpt_dir, self.counters.step, payload, self.cfg.run.keep_checkpoints)
+
+    @contextlib.contextmanager
+    def writing(self, what: str):
+        """Turn a failed write (disk full, permissions) into one clear error; the atomic writes
+        leave every file written before intact."""
+        try:
+            yield
+        except OSError as error:
+            newest = ckpt.list_checkpoints(self.ckpt_dir)
+            kept = f"; {newest[-1]} is intact" if newest else ""
+            raise UserError(
+                f"could not write {what} in {self.logdir} ({error.strerror or error}){kept}: free disk "
+                "space (or fix the folder's permissions) and run the same command again to resume"
+            ) from None
 
     def restore(self) -> bool:
+        """Newest readable checkpoint, then the replay from the chunk files; steps of chunks written
+        after the checkpoint count as taken (nothing is collected twice). False on a fresh run."""
         found = ckpt.load_latest_checkpoint(self.ckpt_dir, map_location=self.device)
-        if found is None:
-            return False
-        path, payload = found
-        try:
-            self.agent.load_state_dict(payload["agent"])
-        except (RuntimeError, KeyError, ValueError) as error:
-            raise UserError(
-                f"checkpoint {path} does not match this config ({str(error).splitlines()[0]}); "
-                "resume with the config saved in the logdir or start a new logdir"
-            ) from None
-        self.counters = Counters(**payload["counters"])
-        self.episode_logs.load_state_dict(payload.get("episode_logs", {}))
-        torch.set_rng_state(payload["rng"]["torch"].cpu())
-        self.rng.bit_generator.state = json.loads(payload["rng"]["numpy"])
-        replay_path = self.ckpt_dir / "replay.npz"
-        if replay_path.exists():
-            self.replay.load_state_dict(ckpt.load_replay(replay_path))
-        return True
+        replay_state = self.replay.state_dict(with_data=False)
+        if found is not None:
+            path, payload = found
+            try:
+                self.agent.load_state_dict(payload["agent"])
+            except (RuntimeError, KeyError, ValueError) as error:
+                raise UserError(
+                    f"checkpoint {path} does not match this config ({str(error).splitlines()[0]}); "
+                    "resume with the config saved in the logdir or start a new logdir"
+                ) from None
+            self.counters = Counters(**payload["counters"])
+            self.episode_logs.load_state_dict(payload.get("episode_logs", {}))
+            torch.set_rng_state(payload["rng"]["torch"].cpu())
+            self.rng.bit_generator.state = json.loads(payload["rng"]["numpy"])
+            self.report_rng.bit_generator.state = json.loads(payload["rng"]["report"])
+            replay_state = replay_state_from_checkpoint(payload["replay"])
+        recovered = self.store.restore(replay_state)
+        if recovered:
+            self.count_recovered(recovered)
+        return found is not None or bool(recovered)
+
+    def count_recovered(self, steps: dict[str, np.ndarray]) -> None:
+        """Advance the counters over steps taken after the checkpoint and found in the replay
+        chunks: {key: (num_envs, n, ...)}. Their updates are owed and run when training resumes."""
+        c = self.counters
+        before, c.step = c.step, c.step + steps["is_first"].size
+        c.credit += self.updates_per_step * max(0, c.step - max(before, self.cfg.run.prefill))
+        c.episodes += int(steps["is_last"].sum())
+        self.recovered_steps = c.step - before
 
     # ------------------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -134,6 +182,9 @@ class Trainer:
         self.progress.log(self.replay_summary())
         self.progress.log(f"{'resumed' if resumed else 'started'} at step {c.step:,}; {self.updates_per_step:.4g} "
                           f"updates per policy step (train_ratio {cfg.run.train_ratio:g})")
+        if getattr(self, "recovered_steps", 0):
+            self.progress.log(f"recovered {self.recovered_steps:,} env steps from replay chunks written after "
+                              "the checkpoint; the updates they earned run first")
         self.last_eval: dict[str, float] = {}
         try:
             self.loop()
@@ -170,6 +221,8 @@ class Trainer:
                 state, action = self.agent.act(state, obs, "train")
             data, _ = split_log_keys(obs)
             self.replay.add({**data, "action": action})  # step t with the action taken in it
+            with self.writing("the replay"):
+                self.store.write_due()
             obs = self.envs.step(action)
             tracker.add(obs)
             self.episode_logs.add(split_log_keys(obs)[1], obs["is_last"])
@@ -181,6 +234,7 @@ class Trainer:
             self.progress.update(c.step, {"updates": c.updates})
             now = time.time()
             if now - last_log >= cfg.run.log_every or c.step >= cfg.run.steps:
+                self.check_nonfinite()
                 row = self.summarise(train_metrics, episode_stats, now - last_log,
                                      c.step - log_step, c.updates - log_updates)
                 self.writer.write(c.step, row)
@@ -205,9 +259,29 @@ class Trainer:
         metrics = []
         while c.credit >= 1.0:
             metrics.append(self.agent.train_step(self.replay.sample()))
+            self.nonfinite_flags.append(metrics[-1]["train/nonfinite"])
             c.updates += 1
             c.credit -= 1.0
         return metrics
+
+    def check_nonfinite(self) -> None:
+        """Count the updates skipped since the last check (one host sync for all of them) and stop
+        the run after `run.max_nonfinite_updates` in a row."""
+        if not self.nonfinite_flags:
+            return
+        flags, self.nonfinite_flags = torch.stack(self.nonfinite_flags).tolist(), []
+        c, limit = self.counters, self.cfg.run.max_nonfinite_updates
+        for skipped in flags:
+            c.skipped_updates += int(skipped)
+            c.nonfinite_streak = c.nonfinite_streak + 1 if skipped else 0
+            if limit and c.nonfinite_streak >= limit:
+                newest = ckpt.list_checkpoints(self.ckpt_dir)
+                kept = f"the last good checkpoint is {newest[-1]}" if newest else "no checkpoint was written"
+                raise TrainingError(
+                    f"{c.nonfinite_streak} updates in a row had a non-finite loss or gradient (at update "
+                    f"{c.updates:,}, step {c.step:,}); the run stopped and {kept}. Lower optim.lr, check the "
+                    "env's observations and rewards for NaN/inf, or raise run.max_nonfinite_updates"
+                )
 
     def report(self) -> None:
         """Open-loop predictions on replayed sequences: errors as metrics, image keys as videos."""
@@ -235,11 +309,16 @@ class Trainer:
             "updates_per_s": updates / max(seconds, 1e-9),
             "train_ratio_achieved": updates * self.cfg.batch_size * self.cfg.batch_length / max(steps, 1),
             "replay_steps": len(self.replay),
+            "train/skipped_updates": self.counters.skipped_updates,
+            "env/restarts": getattr(self.envs, "restarts", 0),
         }
         if train_metrics:
-            keys = train_metrics[0].keys()
-            means = torch.stack([torch.stack([m[k].float() for k in keys]) for m in train_metrics]).mean(0)
+            keys = list(train_metrics[0].keys())
+            values = torch.stack([torch.stack([m[k].float() for k in keys]) for m in train_metrics])  # (U, K)
+            good = values[:, keys.index("train/nonfinite")] == 0  # skipped updates' losses are NaN
+            means = values[good].mean(0) if bool(good.any()) else values.mean(0)
             row.update(zip(keys, means.tolist()))
+            row["train/nonfinite"] = float(1.0 - good.float().mean())  # fraction of updates skipped
         row.update(self.episode_logs.summary(bool(episode_stats)))
         if episode_stats:
             row["episode/return"] = float(np.mean([r for r, _ in episode_stats]))

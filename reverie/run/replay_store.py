@@ -1,0 +1,158 @@
+"""The replay on disk: every env step of a run, as chunk files under `logdir/replay/`.
+
+    replay/chunk_<start>_<end>.npz   the steps with per-env times [start, end) of every env,
+                                     {key: (num_envs, end - start, ...)}, numbers zero-padded to 10
+
+A chunk is written every `chunk_length` steps per env, and a shorter one whenever a checkpoint is
+saved (`flush`), so the disk always holds every step up to the newest checkpoint and a crash loses
+at most the steps of the unfinished chunk. Chunks never overlap: each starts where the previous one
+ended. Each is written atomically (temporary name, fsync, rename). Chunks that have left the
+replay's capacity window are deleted.
+
+The checkpoint is the record of learning (weights, counters at the time `added` = A), the chunks are
+the record of experience. `restore` rebuilds the replay from both:
+    steps before A: read newest first from the chunks that end at A, until the capacity is full;
+    steps after A:  complete chunks written after the checkpoint, replayed through `Replay.add` (so
+                    the online queue is rebuilt as it was) and reported as recovered, so the trainer
+                    moves its step counter past them instead of collecting them again.
+A chunk that cannot be read ends the chain there with a warning; files after a break are renamed
+`*.npz.stale` so that later chunks never overlap them.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..replay import Replay
+from .checkpoint import atomic_file
+
+CHUNK_PATTERN = re.compile(r"^chunk_(\d{10})_(\d{10})\.npz$")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int  # per-env time of the first step
+    end: int  # per-env time after the last step
+    path: Path
+
+
+class ReplayStore:
+    """Writes `replay`'s steps to `folder` as they arrive and rebuilds it from there on resume."""
+
+    def __init__(self, folder: Path, replay: Replay, chunk_length: int = 1024):
+        self.folder = Path(folder)
+        self.replay = replay
+        # A chunk is copied out of the ring buffer, so it must fit in it.
+        self.chunk_length = max(1, min(int(chunk_length), replay.per_env_capacity))
+        self.written = 0  # per-env time up to which every step is on disk
+
+    def chunks(self) -> list[Chunk]:
+        """Chunk files, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        found = (CHUNK_PATTERN.match(p.name) and Chunk(*map(int, CHUNK_PATTERN.match(p.name).groups()), p)
+                 for p in self.folder.iterdir())
+        return sorted((c for c in found if c), key=lambda c: (c.start, c.end))
+
+    # ----------------------------------------------------------------------------- writing
+
+    def write_due(self) -> None:
+        """Write every complete chunk of steps added since the last write."""
+        while self.replay.added - self.written >= self.chunk_length:
+            self._write(self.written, self.written + self.chunk_length)
+
+    def flush(self) -> None:
+        """Write the steps of the unfinished chunk too (before a checkpoint) and drop old chunks."""
+        if self.replay.added > self.written:
+            self._write(self.written, self.replay.added)
+        self.prune()
+
+    def _write(self, start: int, end: int) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arrays = self.replay.export_steps(start, end)  # {key: (num_envs, end - start, ...)}
+        with atomic_file(self.folder / f"chunk_{start:010d}_{end:010d}.npz") as f:
+            np.savez(f, **arrays)
+        self.written = end
+
+    def prune(self) -> None:
+        """Delete chunks whose steps have all left the replay's capacity window."""
+        oldest_needed = self.replay.added - self.replay.per_env_capacity
+        for chunk in self.chunks():
+            if chunk.end <= oldest_needed:
+                chunk.path.unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------------------- resuming
+
+    def restore(self, replay_state: dict) -> dict[str, np.ndarray]:
+        """Load the checkpoint's replay state (counters, RNG, queue) and its steps from the chunks,
+        then add the steps of chunks written after it. Returns the recovered steps
+        {key: (num_envs, n, ...)} (n = 0 when the checkpoint was the last thing written)."""
+        for leftover in self.folder.glob(".chunk_*.tmp") if self.folder.is_dir() else ():
+            leftover.unlink(missing_ok=True)  # a write cut short by a crash
+        replay, added = self.replay, int(replay_state["added"])
+        replay.load_state_dict({k: v for k, v in replay_state.items() if k != "data"}, data={})
+        before, after = self._chains(added)
+        for chunk in before:  # newest first, until the capacity is full
+            steps = self._read(chunk, chunk.start, min(chunk.end, added))
+            if steps is None or replay.prepend_steps(steps) < min(chunk.end, added) - chunk.start:
+                break
+        if len(replay) < replay.num_envs * min(added, replay.per_env_capacity):
+            warnings.warn(f"the replay held {min(added, replay.per_env_capacity):,} steps per env at the "
+                          f"checkpoint but {len(replay) // replay.num_envs:,} were found in {self.folder}; "
+                          "resuming with those", RuntimeWarning, stacklevel=2)
+        recovered: list[dict[str, np.ndarray]] = []
+        self.written = added
+        for chunk in after:  # oldest first
+            steps = self._read(chunk, max(chunk.start, added), chunk.end)
+            if steps is None:
+                break
+            for i in range(chunk.end - max(chunk.start, added)):
+                replay.add({key: array[:, i] for key, array in steps.items()})
+            recovered.append(steps)
+            self.written = chunk.end
+        for chunk in self.chunks():  # whatever lies past the write head would overlap new chunks
+            if chunk.end > self.written:
+                chunk.path.rename(chunk.path.with_name(chunk.path.name + ".stale"))
+        if not recovered:
+            return {}
+        return {key: np.concatenate([steps[key] for steps in recovered], axis=1) for key in recovered[0]}
+
+    def _chains(self, added: int) -> tuple[list[Chunk], list[Chunk]]:
+        """Contiguous chunks ending at (or spanning) time `added`, newest first, and those
+        continuing from it, oldest first."""
+        chunks = self.chunks()
+        by_start = {c.start: c for c in chunks}
+        by_end = {c.end: c for c in chunks}
+        spanning = next((c for c in chunks if c.start < added < c.end), None)
+        before, after = [], []
+        if spanning is not None:
+            before.append(spanning)
+            after.append(spanning)
+        time = spanning.start if spanning else added
+        while time in by_end and by_end[time].start < time:
+            before.append(by_end[time])
+            time = by_end[time].start
+        time = spanning.end if spanning else added
+        while time in by_start and by_start[time].end > time:
+            after.append(by_start[time])
+            time = by_start[time].end
+        return before, after
+
+    def _read(self, chunk: Chunk, start: int, end: int) -> dict[str, np.ndarray] | None:
+        """Steps [start, end) of a chunk file, or None (with a warning) if it cannot be read."""
+        try:
+            with np.load(chunk.path, allow_pickle=False) as archive:
+                steps = {key: archive[key] for key in archive.files}
+            lengths = {array.shape[1] if array.ndim > 1 else -1 for array in steps.values()}
+            if lengths != {chunk.end - chunk.start}:
+                raise ValueError(f"arrays of {sorted(lengths)} steps, not {chunk.end - chunk.start}")
+        except Exception as error:  # noqa: BLE001 - any unreadable chunk ends the chain
+            warnings.warn(f"replay chunk {chunk.path.name} is unreadable ({type(error).__name__}: {error}); "
+                          "the steps from there on are not restored", RuntimeWarning, stacklevel=3)
+            return None
+        return {key: array[:, start - chunk.start:end - chunk.start] for key, array in steps.items()}

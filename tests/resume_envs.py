@@ -1,0 +1,46 @@
+"""Envs for tests/test_resume.py, importable by name from a training subprocess
+(`--env resume_envs:ReverieStamped-v0`, with tests/ on PYTHONPATH).
+
+`StampedEnv` stamps every observation with a random episode id and the step in the episode, so the
+replay on disk can be checked for steps stored twice or lost: (id, t) pairs must be unique and,
+per id, consecutive from 0. The ids come from `os.urandom`, not the seeded RNG, so an env rebuilt
+after a resume (seeded as before) cannot repeat them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gymnasium as gym
+import numpy as np
+
+STAMPED_ID = "ReverieStamped-v0"
+NAN_REWARD_VARIABLE = "REVERIE_TEST_NAN_REWARD"  # when set to 1, every reward is NaN
+
+
+class StampedEnv(gym.Env):
+    """Observation (3,): [id high 24 bits, id low 24 bits, t]; episodes truncate after 40 steps;
+    reward 1 for action 1, else 0."""
+
+    def __init__(self, length: int = 40):
+        self.observation_space = gym.spaces.Box(0.0, 2.0**24, (3,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.length = length
+        self.uid, self.t = 0, 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.uid >> 24, self.uid & 0xFFFFFF, self.t], np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.uid, self.t = int.from_bytes(os.urandom(6), "little"), 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float("nan") if os.environ.get(NAN_REWARD_VARIABLE) == "1" else float(action == 1)
+        return self._obs(), reward, False, self.t >= self.length, {}
+
+
+if STAMPED_ID not in gym.registry:
+    gym.register(id=STAMPED_ID, entry_point="resume_envs:StampedEnv")
