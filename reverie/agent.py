@@ -1,4 +1,10 @@
-"""The DreamerV3 agent: world model + imagination actor-critic + one LaProp optimiser.
+"""The agent: world model + imagination actor-critic (or a CEM planner) + their optimisers.
+
+DreamerV3 trains everything with one LaProp optimiser on the sum of the losses. The older
+variants (`optim.kind=adam`) have one Adam per module group — world model, actor, critic — and
+each group's parameters take the gradient of its own losses only (LOSS_GROUPS); gradients are
+routed the same way whenever the actor backpropagates through the model, so the actor loss never
+moves the world model or the critic.
 
 Contract (DESIGN §3):
     init_state(batch_size)          → recurrent carry {deter, stoch, action}
@@ -18,10 +24,12 @@ from torch import nn
 
 from .behavior import ActorCritic
 from .config import Config
-from .optim import LaProp, global_norm
+from .optim import Adam, LaProp, global_norm
 from .world_model import WorldModel
 
 STEP_KEYS = ("reward", "is_first", "is_last", "is_terminal")
+LOSS_GROUPS = {"model": ("rec", "rew", "con", "dyn", "rep", "repval"), "actor": ("policy",),
+               "critic": ("value", "repval")}  # which losses train which parameters
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,14 +46,30 @@ class Agent(nn.Module):
         self.act_space = act_space
         self.device = torch.device(device)
         self.wm = WorldModel(obs_space, act_space.dim, cfg)
-        self.ac = ActorCritic(self.wm.feat_dim, act_space, cfg.behavior, cfg.model.norm, cfg.model.act)
+        b = cfg.behavior
+        self.planner = None
+        if b.kind == "planner":  # PlaNet: CEM on the world model, optionally with a learnt value at the horizon
+            from .planning import CEMPlanner
+
+            p = b.planner
+            self.planner = CEMPlanner(act_space, p.horizon, p.candidates, p.iterations, p.top_k)
+        needs_ac = b.kind == "actor_critic" or b.planner.value
+        self.ac = ActorCritic(self.wm.feat_dim, act_space, b, cfg.model.norm, cfg.model.act) if needs_ac else None
         self.obs_keys = sorted(set(self.wm.encoder.mlp_keys + self.wm.encoder.cnn_keys
                                    + self.wm.decoder.mlp_keys + self.wm.decoder.cnn_keys))
         self.to(self.device)
+        self.param_groups = {"model": list(self.wm.parameters())}
+        if self.ac is not None:
+            self.param_groups.update(actor=list(self.ac.actor.parameters()), critic=list(self.ac.critic.parameters()))
         o = cfg.optim
-        params = [p for p in self.parameters() if p.requires_grad]
-        self.optimizer = LaProp(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, agc=o.agc,
-                                agc_pmin=o.agc_pmin, warmup=o.warmup)
+        if o.kind == "laprop":
+            params = [p for group in self.param_groups.values() for p in group]
+            self.optimizers = {"all": LaProp(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, agc=o.agc,
+                                             agc_pmin=o.agc_pmin, warmup=o.warmup)}
+        else:
+            self.optimizers = {name: Adam(params, lr=g.lr, betas=(o.beta1, o.beta2), eps=g.eps, clip=g.clip, wd=g.wd)
+                               for name, params in self.param_groups.items() for g in [getattr(o, name)]}
+        self.route_gradients = o.kind == "adam" or (self.ac is not None and self.ac.backprop)
         scales = cfg.loss_scales
         self.scales = {k: getattr(scales, k) for k in ("rec", "rew", "con", "dyn", "rep", "policy", "value", "repval")}
         if cfg.run.compile:
@@ -66,7 +90,8 @@ class Agent(nn.Module):
                 net.forward = torch.compile(net.forward, dynamic=False)
         rssm.observe_step = torch.compile(rssm.observe_step, dynamic=False)
         rssm.imagine_step = torch.compile(rssm.imagine_step, dynamic=False)
-        self.ac.actor.raw = torch.compile(self.ac.actor.raw, dynamic=False)
+        if self.ac is not None:
+            self.ac.actor.raw = torch.compile(self.ac.actor.raw, dynamic=False)
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:
@@ -100,14 +125,19 @@ class Agent(nn.Module):
             tokens = self.wm.encoder(data)
             rssm_state, _ = self.wm.rssm.observe_step(
                 {"deter": state["deter"], "stoch": state["stoch"]}, state["action"], tokens.float(), is_first)
-            policy = self.ac.actor(self.wm.features(rssm_state))
-        if mode == "random":
-            action = torch.as_tensor(self.act_space.sample_random(np.random.default_rng(), len(is_first)),
-                                     device=self.device, dtype=torch.float32)
-        else:
-            action = policy.sample() if mode == "train" else policy.mode()
+            if mode == "random":
+                action = torch.as_tensor(self.act_space.sample_random(np.random.default_rng(), len(is_first)),
+                                         device=self.device, dtype=torch.float32)
+            elif self.planner is not None:
+                action = self.plan(rssm_state)
+            else:
+                policy = self.ac.actor(self.wm.features(rssm_state))
+                action = policy.sample() if mode == "train" else policy.mode()
         action = action.float()
         if not self.act_space.discrete:
+            noise = self.cfg.behavior.actor.expl_noise
+            if mode == "train" and noise > 0:  # Dreamer v1's exploration noise
+                action = action + noise * torch.randn_like(action)
             action = action.clamp(-1.0, 1.0)
         new_state = {"deter": rssm_state["deter"].float(), "stoch": rssm_state["stoch"].float(), "action": action}
         return new_state, action.cpu().numpy()
@@ -118,10 +148,19 @@ class Agent(nn.Module):
         B = data["is_first"].shape[0]
         with self._autocast():
             losses, post, metrics = self.wm.loss(data, self.wm.initial(B, self.device))
-            ac_losses, ac_metrics = self.ac.loss(self.wm, post, data, self.cfg.model.contdisc)
-        losses.update(ac_losses)
-        metrics.update(ac_metrics)
+            if self.ac is not None:
+                ac_losses, ac_metrics = self.ac.loss(self.wm, post, data, self.cfg.model.contdisc)
+                losses.update(ac_losses)
+                metrics.update(ac_metrics)
         return losses, metrics
+
+    def plan(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """CEM actions (N, A) from RSSM states, with the critic's value at the horizon when
+        `behavior.planner.value` (a DreamerV3-style critic under a PlaNet planner)."""
+        value_fn = None
+        if self.cfg.behavior.planner.value:
+            value_fn = lambda feat: self.ac.critic(feat).mean()  # noqa: E731
+        return self.planner.plan(self.wm, state, value_fn=value_fn)
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One gradient update of world model, actor and critic on a (B, T) batch.
@@ -134,15 +173,19 @@ class Agent(nn.Module):
         buffers = [b for b in self.buffers() if b.is_floating_point()]  # the return normaliser's EMAs
         saved = [b.clone() for b in buffers]
         losses, metrics = self.compute_losses(data)
-        total = sum(self.scales[k] * v.float().mean() for k, v in losses.items())
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = global_norm(p.grad for group in self.optimizer.param_groups for p in group["params"])
+        scaled = {k: self.scales[k] * v.float().mean() for k, v in losses.items()}
+        total = sum(scaled.values())
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        self.backward(scaled, total)
+        grad_norm = global_norm(p.grad for group in self.param_groups.values() for p in group)
         # NaN rewards could pass the two-hot loss as its end bin, so the batch itself is checked too.
         data_finite = torch.stack([torch.isfinite(v).all() for v in data.values() if v.is_floating_point()]).all()
         finite = torch.isfinite(total) & torch.isfinite(grad_norm) & data_finite  # () bool
-        self.optimizer.step(apply=finite)
-        self.ac.update_slow_critic(apply=finite)
+        for optimizer in self.optimizers.values():
+            optimizer.step(apply=finite)
+        if self.ac is not None:
+            self.ac.update_slow_critic(apply=finite)
         with torch.no_grad():
             for buffer, old in zip(buffers, saved):
                 buffer.copy_(torch.where(finite, buffer, old))
@@ -152,6 +195,17 @@ class Agent(nn.Module):
         metrics["train/grad_norm"] = grad_norm
         metrics["train/nonfinite"] = (~finite).float()
         return metrics
+
+    def backward(self, scaled: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        """Gradients of the scaled losses: of their sum into every parameter, or, when routing,
+        of each group's losses (LOSS_GROUPS) into that group's parameters only."""
+        if not self.route_gradients:
+            total.backward()
+            return
+        jobs = [(self.param_groups[name], sum(scaled[k] for k in keys if k in scaled))
+                for name, keys in LOSS_GROUPS.items() if any(k in scaled for k in keys)]
+        for i, (params, loss) in enumerate(jobs):
+            loss.backward(inputs=params, retain_graph=i < len(jobs) - 1)
 
     @torch.no_grad()
     def report(self, batch: dict, context: int = 5) -> dict[str, torch.Tensor]:
@@ -190,10 +244,15 @@ class Agent(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self, *args, **kwargs):
-        """Weights (incl. slow critic and return normaliser) and the optimiser state."""
-        return {"modules": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict()}
+        """Weights (incl. slow critic and return normaliser) and the optimisers' states."""
+        return {"modules": super().state_dict(*args, **kwargs),
+                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()}}
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state["modules"], strict=strict, assign=assign)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state["optimizers"].keys() != self.optimizers.keys():
+            raise KeyError(f"optimisers {sorted(state['optimizers'])} in the checkpoint, "
+                           f"{sorted(self.optimizers)} in this config")
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
         return result

@@ -52,6 +52,7 @@ class RunConfig:
     log_every: float = 20.0  # seconds between metric rows
     report_every: float = 300.0  # seconds between open-loop prediction reports (videos); 0 disables
     report_sequences: int = 4  # replayed sequences shown side by side in the open-loop video
+    train_every: int = 1  # policy steps between training bursts (Dreamer v1: 1000 steps, then its updates)
     checkpoint_every: float = 10.0  # minutes between checkpoints
     keep_checkpoints: int = 3
     max_nonfinite_updates: int = 100  # stop after this many skipped (NaN/inf) updates in a row; 0 never stops
@@ -80,6 +81,12 @@ class RSSMConfig:
     obs_layers: int = 1
     dyn_layers: int = 1
     free_nats: float = 1.0
+    free_average: bool = False  # clip the batch-mean KL at free_nats (DreamerV1/V2) instead of each step's
+    latent: str = "categorical"  # categorical (stoch × classes) | gaussian (stoch Normal dims; classes unused)
+    min_std: float = 0.1  # gaussian latents: std = softplus(x) + min_std
+    core: str = "block"  # block: the current block GRU | gru: one GRU cell over a joint (z, a) projection (2023, V2, V1)
+    cell_norm: str = ""  # norm of the gru core's gates; empty = model.norm (V2 norms them although model.norm is none)
+    initial: str = "zeros"  # zeros | learned: h_0 = tanh(w), z_0 = prior mode (DreamerV3 2023)
 
 
 @dataclass
@@ -93,6 +100,7 @@ class EncoderConfig:
     kernel: int = 5
     resize: str = "pool"  # CNN stages: pool (conv + 2×2 max-pool) | stride (stride-2 conv, DreamerV3 2023)
     symlog: bool = True  # symlog-squash vector inputs
+    dist: str = "mse"  # decoder only: mse (sum of squared errors) | normal (unit-variance Normal NLL, V1/V2)
 
 
 @dataclass
@@ -106,6 +114,7 @@ class HeadConfig:
     layers: int = 1
     bins: int = 255
     outscale: float = 1.0
+    dist: str = "twohot"  # reward head: twohot (symexp bins) | twohot_symlog (2023) | mse (Normal(μ, 1), V1/V2)
 
 
 @dataclass
@@ -141,6 +150,10 @@ class ActorConfig:
     unimix: float = 0.01
     outscale: float = 0.01
     entropy: float = 3e-4
+    dist: str = "bounded_normal"  # continuous actions: bounded_normal (Normal(tanh μ, σ)) | tanh_normal (V1)
+    init_std: float = 5.0  # tanh_normal: std = softplus(x + ln(e^init_std − 1)) + minstd
+    grad: str = "reinforce"  # reinforce | dynamics (backprop through the model) | auto (dynamics if continuous)
+    expl_noise: float = 0.0  # continuous: Gaussian noise added to training actions (V1: 0.3)
 
 
 @dataclass
@@ -149,16 +162,31 @@ class CriticConfig:
     layers: int = 3
     bins: int = 255
     outscale: float = 0.0
-    slow_rate: float = 0.02  # EMA rate of the slow critic per update
+    slow_rate: float = 0.02  # EMA rate of the slow critic per update (1.0 = copy)
+    slow_every: int = 1  # updates between slow-critic updates (V2: copy every 100)
     slow_reg: float = 1.0  # weight of the loss towards the slow critic
+    slow_target: bool = False  # bootstrap the λ-returns with the slow critic (V2's target network)
+    dist: str = "twohot"  # twohot | twohot_symlog (2023) | mse (V1/V2)
 
 
 @dataclass
 class ReturnNormConfig:
+    kind: str = "percentile"  # percentile | none (advantages unscaled, V1/V2)
     rate: float = 0.01  # EMA rate: decay 0.99
     limit: float = 1.0  # scale = max(limit, P_hi − P_lo)
     lo: float = 5.0
     hi: float = 95.0
+
+
+@dataclass
+class PlannerConfig:
+    """CEM planning (PlaNet): reverie/planning/cem.py."""
+
+    horizon: int = 12
+    candidates: int = 1000
+    iterations: int = 10
+    top_k: int = 100
+    value: bool = False  # add the critic's value at the horizon (trains an actor-critic too)
 
 
 @dataclass
@@ -171,10 +199,21 @@ class BehaviorConfig:
     critic: CriticConfig = field(default_factory=CriticConfig)
     retnorm: ReturnNormConfig = field(default_factory=ReturnNormConfig)
     repval: bool = True  # replay value loss
+    kind: str = "actor_critic"  # actor_critic | planner (CEM on the world model, PlaNet)
+    planner: PlannerConfig = field(default_factory=lambda: PlannerConfig())
+
+
+@dataclass
+class AdamGroupConfig:
+    lr: float = 1e-4
+    eps: float = 1e-8
+    clip: float = 100.0  # global gradient-norm clip; 0 disables
+    wd: float = 0.0  # decoupled weight decay
 
 
 @dataclass
 class OptimConfig:
+    kind: str = "laprop"  # laprop: one optimiser (current) | adam: one per model, actor, critic (2023, V2, V1)
     lr: float = 4e-5
     eps: float = 1e-20
     beta1: float = 0.9
@@ -182,6 +221,9 @@ class OptimConfig:
     agc: float = 0.3  # adaptive gradient clipping; 0 disables
     agc_pmin: float = 1e-3
     warmup: int = 1000  # linear lr warm-up in updates
+    model: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(1e-4, 1e-8, 1000.0))
+    actor: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(3e-5, 1e-5, 100.0))
+    critic: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(3e-5, 1e-5, 100.0))
 
 
 @dataclass
@@ -390,6 +432,9 @@ def make_config(
     return cfg
 
 
+HEAD_DISTS = ("twohot", "twohot_symlog", "mse")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a type alone does not express."""
     checks = [
@@ -414,6 +459,22 @@ def validate(cfg: Config) -> None:
         (cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be ≥ 1"),
         (cfg.run.max_nonfinite_updates >= 0, "run.max_nonfinite_updates must be ≥ 0 (0 never stops)"),
         (cfg.replay.chunk_length >= 1, "replay.chunk_length must be ≥ 1"),
+        (cfg.run.train_every >= 1, "run.train_every must be ≥ 1"),
+        (cfg.model.rssm.latent in ("categorical", "gaussian"), "model.rssm.latent must be categorical or gaussian"),
+        (cfg.model.rssm.core in ("block", "gru"), "model.rssm.core must be block or gru"),
+        (cfg.model.rssm.initial in ("zeros", "learned"), "model.rssm.initial must be zeros or learned"),
+        (cfg.model.rssm.cell_norm in ("", "rms", "layer", "none"), "model.rssm.cell_norm must be empty, rms, layer or none"),
+        (cfg.model.decoder.dist in ("mse", "normal"), "model.decoder.dist must be mse or normal"),
+        (cfg.model.reward.dist in HEAD_DISTS, f"model.reward.dist must be one of {', '.join(HEAD_DISTS)}"),
+        (cfg.behavior.critic.dist in HEAD_DISTS, f"behavior.critic.dist must be one of {', '.join(HEAD_DISTS)}"),
+        (cfg.behavior.actor.dist in ("bounded_normal", "tanh_normal"),
+         "behavior.actor.dist must be bounded_normal or tanh_normal"),
+        (cfg.behavior.actor.grad in ("reinforce", "dynamics", "auto"),
+         "behavior.actor.grad must be reinforce, dynamics or auto"),
+        (cfg.behavior.critic.slow_every >= 1, "behavior.critic.slow_every must be ≥ 1"),
+        (cfg.behavior.retnorm.kind in ("percentile", "none"), "behavior.retnorm.kind must be percentile or none"),
+        (cfg.behavior.kind in ("actor_critic", "planner"), "behavior.kind must be actor_critic or planner"),
+        (cfg.optim.kind in ("laprop", "adam"), "optim.kind must be laprop or adam"),
     ]
     for ok, message in checks:
         if not ok:

@@ -124,13 +124,81 @@ class BoundedNormal(Distribution):
         return (0.5 * math.log(2 * math.pi * math.e) + self.std.log()).sum(-1)
 
 
+class Normal(Distribution):
+    """Diagonal Normal(mean, std) with the last `event_dims` dims summed; reparameterised samples
+    (the Gaussian latents of PlaNet and Dreamer v1, std = softplus(x) + min_std)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, event_dims: int = 1):
+        self.mean_ = mean.float()
+        self.std = std.float()
+        self.sum_dims = tuple(range(-event_dims, 0))
+
+    def sample(self) -> torch.Tensor:
+        return self.mean_ + self.std * torch.randn_like(self.mean_)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean_
+
+    mean = mode
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        z = (value - self.mean_) / self.std
+        return (-0.5 * z.square() - self.std.log() - 0.5 * math.log(2 * math.pi)).sum(self.sum_dims)
+
+    def entropy(self) -> torch.Tensor:
+        return (0.5 * math.log(2 * math.pi * math.e) + self.std.log()).sum(self.sum_dims)
+
+    def kl(self, other: "Normal") -> torch.Tensor:
+        """KL[self ‖ other] = ln(σ₂/σ₁) + (σ₁² + (μ₁ − μ₂)²) / (2σ₂²) − ½, summed over the event."""
+        var_ratio = (self.std / other.std).square()
+        mean_term = ((self.mean_ - other.mean_) / other.std).square()
+        return (0.5 * (var_ratio + mean_term - 1.0 - var_ratio.log())).sum(self.sum_dims)
+
+
+class TanhNormal(Distribution):
+    """tanh(Normal(μ', σ)) over the last dim with μ' = 5·tanh(μ/5) and σ = softplus(x + s₀) + min_std,
+    s₀ = ln(e^init_std − 1) (Dreamer v1's policy). Samples are reparameterised; the entropy has no
+    closed form and is estimated from one sample, −ln p(a); the mode is tanh(μ')."""
+
+    def __init__(self, mean: torch.Tensor, std_raw: torch.Tensor, min_std: float = 1e-4, init_std: float = 5.0):
+        self.loc = 5.0 * torch.tanh(mean.float() / 5.0)
+        shift = math.log(math.expm1(init_std))
+        self.std = F.softplus(std_raw.float() + shift) + min_std
+
+    def rsample_pre_tanh(self) -> torch.Tensor:
+        return self.loc + self.std * torch.randn_like(self.loc)
+
+    def sample(self) -> torch.Tensor:
+        return torch.tanh(self.rsample_pre_tanh())
+
+    def mode(self) -> torch.Tensor:
+        return torch.tanh(self.loc)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return self._log_prob_pre_tanh(torch.atanh(value.clamp(-1 + 1e-6, 1 - 1e-6)))
+
+    def _log_prob_pre_tanh(self, pre: torch.Tensor) -> torch.Tensor:
+        """ln p(tanh(u)) = ln N(u; μ', σ) − ln(1 − tanh²(u)), the Jacobian in a stable form."""
+        z = (pre - self.loc) / self.std
+        normal = -0.5 * z.square() - self.std.log() - 0.5 * math.log(2 * math.pi)
+        log_det = 2.0 * (math.log(2.0) - pre - F.softplus(-2.0 * pre))
+        return (normal - log_det).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return -self._log_prob_pre_tanh(self.rsample_pre_tanh())
+
+
 class TwoHot(Distribution):
     """Categorical over fixed bins (symexp-spaced for DreamerV3); trained with the two-hot
-    cross-entropy, predicting Σ p_k·b_k. Reward and value heads."""
+    cross-entropy, predicting Σ p_k·b_k. Reward and value heads.
 
-    def __init__(self, logits: torch.Tensor, bins: torch.Tensor):
+    With `symlog=True` (DreamerV3 2023) the bins live in symlog space: the target is symlog(y)
+    and the prediction symexp(Σ p_k·b_k)."""
+
+    def __init__(self, logits: torch.Tensor, bins: torch.Tensor, symlog: bool = False):
         self.logits = logits.float()
         self.bins = bins
+        self.symlog = symlog
 
     @functools.cached_property
     def log_probs(self) -> torch.Tensor:
@@ -138,12 +206,15 @@ class TwoHot(Distribution):
         return torch.log_softmax(self.logits, -1)
 
     def mean(self) -> torch.Tensor:
-        return ops.twohot_mean(torch.softmax(self.logits, -1), self.bins)
+        mean = ops.twohot_mean(torch.softmax(self.logits, -1), self.bins)
+        return ops.symexp(mean) if self.symlog else mean
 
     mode = mean
 
     def loss(self, target: torch.Tensor) -> torch.Tensor:
-        below, above, w_below, w_above = ops.twohot_indices(target.detach().float(), self.bins)
+        target = target.detach().float()
+        target = ops.symlog(target) if self.symlog else target
+        below, above, w_below, w_above = ops.twohot_indices(target, self.bins)
         logp_below = self.log_probs.gather(-1, below.unsqueeze(-1)).squeeze(-1)
         logp_above = self.log_probs.gather(-1, above.unsqueeze(-1)).squeeze(-1)
         return -(w_below * logp_below + w_above * logp_above)
@@ -169,12 +240,15 @@ class Bernoulli(Distribution):
 
 
 class SymlogMSE(Distribution):
-    """Squared error in symlog space, summed over the last `event_dims` dims (vector observations)."""
+    """Squared error in symlog space, summed over the last `event_dims` dims (vector observations,
+    and with `squash=False` the MSE reward and value heads of DreamerV1/V2). `scale` 0.5 makes the
+    loss the negative log-likelihood of Normal(pred, 1) up to a constant (DreamerV1/V2)."""
 
-    def __init__(self, pred: torch.Tensor, event_dims: int = 1, squash: bool = True):
+    def __init__(self, pred: torch.Tensor, event_dims: int = 1, squash: bool = True, scale: float = 1.0):
         self.pred = pred.float()
         self.dims = tuple(range(-event_dims, 0))
         self.squash = squash
+        self.scale = scale
 
     def mode(self):
         return ops.symexp(self.pred) if self.squash else self.pred
@@ -184,14 +258,17 @@ class SymlogMSE(Distribution):
     def loss(self, target):
         target = target.detach().float()
         target = ops.symlog(target) if self.squash else target
-        return (self.pred - target).square().sum(self.dims)
+        error = (self.pred - target).square()
+        return self.scale * (error.sum(self.dims) if self.dims else error)  # sum(()) would sum every dim
 
 
 class ImageMSE(Distribution):
-    """Sigmoid image prediction in [0, 1], MSE against x/255 summed over (H, W, C)."""
+    """Image prediction in the [0, 1] intensity space, squared error against x/255 summed over
+    (H, W, C); `scale` 0.5 gives the Normal(pred, 1) negative log-likelihood (DreamerV1/V2)."""
 
-    def __init__(self, pred: torch.Tensor):
+    def __init__(self, pred: torch.Tensor, scale: float = 1.0):
         self.pred = pred.float()
+        self.scale = scale
 
     def mode(self):
         return self.pred
@@ -200,4 +277,4 @@ class ImageMSE(Distribution):
 
     def loss(self, target):
         target = target.detach().float() / 255.0
-        return (self.pred - target).square().sum((-3, -2, -1))
+        return self.scale * (self.pred - target).square().sum((-3, -2, -1))

@@ -192,12 +192,14 @@ class ConvDecoder(nn.Module):
     (`block_space` groups) and the stochastic state through a 2-layer MLP; their sum is normalised,
     then each stage doubles H and W — resize "pool": nearest upsampling and a conv; resize
     "stride": a stride-2 transposed conv — normalises and activates; the last stage gives the
-    channels and a sigmoid the intensities.
+    channels and `output` maps them to intensities: "sigmoid" (DreamerV3) or "offset", x + 0.5
+    (the unconstrained mean of V1/V2's Normal image likelihood, centred like their x/255 − 0.5).
     """
 
     def __init__(self, deter: int, stoch: int, image_shape, depth=4, mults=(2, 3, 4, 4), kernel=5,
-                 units=64, block_space=8, norm="rms", act="silu", resize="pool"):
+                 units=64, block_space=8, norm="rms", act="silu", resize="pool", output="sigmoid"):
         super().__init__()
+        self.output = output
         check_resize(resize, kernel)
         self.h, self.w = cnn_stages(image_shape, depth, mults)
         depths = [depth * m for m in mults]
@@ -234,4 +236,6 @@ class ConvDecoder(nn.Module):
         x0 = x0.reshape(-1, g, h, w, self.channels // g).permute(0, 2, 3, 1, 4).reshape(-1, h, w, self.channels)
         x1 = self.from_stoch(stoch).reshape(-1, h, w, self.channels)
         x = self.space_norm(x0 + x1).permute(0, 3, 1, 2)  # (N, C, h, w)
-        return torch.sigmoid(self.net(x)).permute(0, 2, 3, 1)  # (N, H, W, C)
+        x = self.net(x)
+        x = torch.sigmoid(x) if self.output == "sigmoid" else x + 0.5
+        return x.permute(0, 2, 3, 1)  # (N, H, W, C)

@@ -33,7 +33,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["LaProp", "global_norm"]
+__all__ = ["Adam", "LaProp", "global_norm"]
 
 
 class LaProp(torch.optim.Optimizer):
@@ -215,15 +215,90 @@ def _laprop_foreach(
     torch._foreach_sub_(params, updates)
 
 
+class Adam(torch.optim.Optimizer):
+    """Adam with global-norm clipping and decoupled weight decay: the optimisers of DreamerV3 2023
+    (model lr 1e-4, eps 1e-8, clip 1000; actor and critic 3e-5, 1e-5, 100), DreamerV2 and V1.
+
+        g ← g · min(1, clip / ‖g‖₂)   over all tensors of the optimiser (off when clip == 0)
+        m ← β1·m + (1 − β1)·g,  v ← β2·v + (1 − β2)·g²,  m̂, v̂ bias-corrected
+        θ ← θ − lr·(m̂ / (√v̂ + eps) + wd·θ)
+
+    Like `LaProp`: foreach ops, no host syncs, step counters as tensors, and `step(apply=flag)`
+    leaves every tensor unchanged where the bool tensor is False.
+    """
+
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, clip: float = 0.0, wd: float = 0.0) -> None:
+        _check_hyperparameters(lr, betas, eps, 0.0, 1e-3, 0)
+        if clip < 0 or wd < 0:
+            raise ConfigError(f"optimiser clip and wd must be >= 0, got clip={clip!r}, wd={wd!r}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, clip=clip, wd=wd))
+
+    load_state_dict = LaProp.load_state_dict  # step counters beside their parameters
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None,
+             apply: torch.Tensor | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+            _adam_foreach(params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
+                          [self.state[p]["exp_avg_sq"] for p in params], [self.state[p]["step"] for p in params],
+                          group, apply)
+        return loss
+
+
+def _adam_foreach(params, grads, exp_avgs, exp_avg_sqs, steps, group, apply) -> None:
+    """One Adam update of aligned tensor lists (see `Adam`); gated by `apply` like `_laprop_foreach`."""
+    beta1, beta2 = group["betas"]
+    keep = None
+    if apply is not None:
+        keep = apply.to(device=params[0].device, dtype=torch.float32)  # () 1.0 or 0.0
+        zero = torch.zeros((), dtype=grads[0].dtype, device=grads[0].device)
+        grads = [torch.where(keep > 0, g, zero) for g in grads]
+        torch._foreach_add_(steps, keep)
+    else:
+        torch._foreach_add_(steps, 1.0)
+    if group["clip"] > 0:
+        factor = torch.clamp(group["clip"] / (global_norm(grads) + 1e-6), max=1.0)  # ()
+        grads = torch._foreach_mul(grads, factor)
+    torch._foreach_mul_(exp_avgs, beta1 if keep is None else 1.0 - (1.0 - beta1) * keep)
+    torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2 if keep is None else 1.0 - (1.0 - beta2) * keep)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+    denom = torch._foreach_div(exp_avg_sqs, _bias_correction(beta2, steps))  # v̂
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, group["eps"])
+    updates = torch._foreach_div(exp_avgs, denom)
+    torch._foreach_div_(updates, _bias_correction(beta1, steps))  # m̂ / (√v̂ + eps)
+    if group["wd"] > 0:
+        torch._foreach_add_(updates, params, alpha=group["wd"])
+    torch._foreach_mul_(updates, group["lr"] if keep is None else group["lr"] * keep)
+    torch._foreach_sub_(params, updates)
+
+
 def _bias_correction(beta: float, steps: list[torch.Tensor]) -> list[torch.Tensor]:
     """1 − β^t per step counter, computed as −expm1(t·ln β).
 
     In float32, `1 − β^t` loses ~1e-5 relative precision for β = 0.999 (β itself rounds);
-    ln β is taken in double precision on the host, so this form stays accurate.
+    ln β is taken in double precision on the host, so this form stays accurate. t is taken as at
+    least 1: a first update that was skipped (`apply` False, t = 0) must not divide by zero.
     """
     if beta == 0.0:
         return [torch.ones_like(t) for t in steps]
-    corrections = torch._foreach_mul(steps, math.log(beta))  # t·ln β
+    corrections = torch._foreach_clamp_min(steps, 1.0)
+    torch._foreach_mul_(corrections, math.log(beta))  # t·ln β
     torch._foreach_expm1_(corrections)  # β^t − 1
     torch._foreach_neg_(corrections)
     return corrections

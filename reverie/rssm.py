@@ -1,33 +1,40 @@
-"""Recurrent state-space model: deterministic h_t (block GRU) and categorical z_t (DESIGN §4).
+"""Recurrent state-space model: deterministic h_t (a GRU) and stochastic z_t (DESIGN §4, §5).
 
     h_t = f(h_{t−1}, z_{t−1}, a_{t−1})          sequence model (`core`)
-    z_t ~ q(z_t | h_t, x_t)                      posterior (`posterior_logits`)
-    ẑ_t ~ p(ẑ_t | h_t)                           prior (`prior_logits`)
+    z_t ~ q(z_t | h_t, x_t)                      posterior (`posterior_stats`)
+    ẑ_t ~ p(ẑ_t | h_t)                           prior (`prior_stats`)
 
-A state is a dict {"deter": (N, D), "stoch": (N, S, K)}; `is_first` resets it (and the previous
-action) to zero, as the current DreamerV3 does.
+A state is a dict {"deter": (N, D), "stoch": (N, S, K)}. The latent (`model.rssm.latent`) is
+    categorical: S one-hot variables of K classes with a uniform mix (DreamerV2, V3);
+    gaussian:    S Normal dims, K = 1, std = softplus(x) + min_std (PlaNet, Dreamer v1).
+The sequence model (`model.rssm.core`) is
+    block: the current DreamerV3 block-diagonal GRU over separate projections of h, z and a;
+    gru:   one GRU cell, gates = Norm(W[x, h]), on x = Dense([z, a]) (DreamerV3 2023, V2, V1).
+Both use the candidate tanh(r ⊙ c) and an update-gate bias of −1. `is_first` resets the state to
+zeros or, with `model.rssm.initial=learned` (2023), to h_0 = tanh(w) and z_0 = the prior's mode.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import RSSMConfig
-from .distributions import OneHotCategorical
+from .distributions import Normal, OneHotCategorical
 from .nets import BlockLinear, Dense, Linear, Norm, get_act
 
 
-class RSSM(nn.Module):
-    def __init__(self, cfg: RSSMConfig, token_dim: int, action_dim: int, norm="rms", act="silu"):
+class BlockGRU(nn.Module):
+    """The current DreamerV3 core: h, z, a projected to `hidden` each, every block sees its slice
+    of h plus all three projections, a block-diagonal hidden layer, then the gates."""
+
+    def __init__(self, cfg: RSSMConfig, stoch_dim: int, action_dim: int, norm: str, act: str):
         super().__init__()
-        self.cfg = cfg
         D, H, G = cfg.deter, cfg.hidden, cfg.blocks
-        self.stoch_dim = cfg.stoch * cfg.classes
-        # Sequence model: project h, z, a to `hidden` each, give every block its slice of h plus
-        # all three projections, then a block-diagonal hidden layer and the GRU gates.
+        self.blocks = G
         self.in_deter = Dense(D, H, norm, act)
-        self.in_stoch = Dense(self.stoch_dim, H, norm, act)
+        self.in_stoch = Dense(stoch_dim, H, norm, act)
         self.in_action = Dense(action_dim, H, norm, act)
         block_in = D // G + 3 * H
         layers = []
@@ -35,80 +42,140 @@ class RSSM(nn.Module):
             layers += [BlockLinear((block_in if i == 0 else D // G) * G, D, G), Norm(D, norm), get_act(act)]
         self.dyn_hidden = nn.Sequential(*layers)
         self.gates = BlockLinear(D if cfg.dyn_layers else block_in * G, 3 * D, G)
-        # Prior and posterior heads.
-        prior = [Dense(D if i == 0 else H, H, norm, act) for i in range(cfg.img_layers)]
-        self.prior_net = nn.Sequential(*prior, Linear(H if prior else D, self.stoch_dim))
-        post = [Dense(D + token_dim if i == 0 else H, H, norm, act) for i in range(cfg.obs_layers)]
-        self.post_net = nn.Sequential(*post, Linear(H if post else D + token_dim, self.stoch_dim))
 
-    # ---------------------------------------------------------------------------------------
-    def initial(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:
-        return {
-            "deter": torch.zeros(batch_size, self.cfg.deter, device=device),
-            "stoch": torch.zeros(batch_size, self.cfg.stoch, self.cfg.classes, device=device),
-        }
-
-    def dist(self, logits: torch.Tensor) -> OneHotCategorical:
-        """Distribution over the (…, S, K) latents, KL and entropy summed over the S variables."""
-        return OneHotCategorical(logits, self.cfg.unimix, event_dims=1)
-
-    def core(self, deter, stoch, action):
-        """One GRU step: (N, D), (N, S, K), (N, A) → (N, D)."""
-        G = self.cfg.blocks
-        action = action / torch.clamp(action.abs(), min=1.0).detach()
-        x = torch.cat([self.in_deter(deter), self.in_stoch(stoch.flatten(-2)), self.in_action(action)], -1)
-        n = deter.shape[0]
+    def forward(self, deter, stoch, action):
+        """(N, D), (N, S·K), (N, A) → (N, D)."""
+        G, n = self.blocks, deter.shape[0]
+        x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), self.in_action(action)], -1)
         x = torch.cat([deter.reshape(n, G, -1), x.unsqueeze(1).expand(n, G, x.shape[-1])], -1)
         x = self.dyn_hidden(x.reshape(n, -1))
         reset, cand, update = self.gates(x).reshape(n, G, 3, -1).unbind(2)  # each (N, G, D/G)
-        reset = torch.sigmoid(reset)
-        cand = torch.tanh(reset * cand)
-        update = torch.sigmoid(update - 1.0)
-        return (update * cand + (1 - update) * deter.reshape(n, G, -1)).reshape(n, -1)
+        return gru_update(reset, cand, update, deter.reshape(n, G, -1)).reshape(n, -1)
 
-    def prior_logits(self, deter: torch.Tensor) -> torch.Tensor:
-        """(…, D) → (…, S, K)."""
-        return self.prior_net(deter).unflatten(-1, (self.cfg.stoch, self.cfg.classes))
 
-    def posterior_logits(self, deter: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.post_net(torch.cat([deter, tokens], -1)).unflatten(-1, (self.cfg.stoch, self.cfg.classes))
+class GRU(nn.Module):
+    """One GRU cell (DreamerV3 2023, V2, V1): x = Dense([z, a]), gates = Norm(W[x, h])."""
+
+    def __init__(self, cfg: RSSMConfig, stoch_dim: int, action_dim: int, norm: str, act: str):
+        super().__init__()
+        D, H = cfg.deter, cfg.hidden
+        self.inputs = Dense(stoch_dim + action_dim, H, norm, act)
+        norm = cfg.cell_norm or norm
+        self.gates = nn.Sequential(Linear(H + D, 3 * D, bias=norm == "none"), Norm(3 * D, norm))
+
+    def forward(self, deter, stoch, action):
+        """(N, D), (N, S·K), (N, A) → (N, D)."""
+        x = self.inputs(torch.cat([stoch, action], -1))
+        reset, cand, update = self.gates(torch.cat([x, deter], -1)).chunk(3, -1)  # each (N, D)
+        return gru_update(reset, cand, update, deter)
+
+
+def gru_update(reset, cand, update, deter):
+    """h' = u ⊙ tanh(σ(r) ⊙ c) + (1 − u) ⊙ h with u = σ(update − 1)."""
+    cand = torch.tanh(torch.sigmoid(reset) * cand)
+    update = torch.sigmoid(update - 1.0)
+    return update * cand + (1 - update) * deter
+
+
+class RSSM(nn.Module):
+    def __init__(self, cfg: RSSMConfig, token_dim: int, action_dim: int, norm="rms", act="silu"):
+        super().__init__()
+        self.cfg = cfg
+        D, H = cfg.deter, cfg.hidden
+        self.gaussian = cfg.latent == "gaussian"
+        self.latent_shape = (cfg.stoch, 1 if self.gaussian else cfg.classes)  # (S, K)
+        self.stoch_dim = self.latent_shape[0] * self.latent_shape[1]
+        stats = 2 * cfg.stoch if self.gaussian else self.stoch_dim  # mean and std, or logits
+        self.stats_shape = (cfg.stoch, 2) if self.gaussian else self.latent_shape
+        core = {"block": BlockGRU, "gru": GRU}[cfg.core]
+        self.core_net = core(cfg, self.stoch_dim, action_dim, norm, act)
+        prior = [Dense(D if i == 0 else H, H, norm, act) for i in range(cfg.img_layers)]
+        self.prior_net = nn.Sequential(*prior, Linear(H if prior else D, stats))
+        post = [Dense(D + token_dim if i == 0 else H, H, norm, act) for i in range(cfg.obs_layers)]
+        self.post_net = nn.Sequential(*post, Linear(H if post else D + token_dim, stats))
+        if cfg.initial == "learned":
+            self.initial_deter = nn.Parameter(torch.zeros(D))
+
+    # ---------------------------------------------------------------------------------------
+    def initial(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:
+        """The state before the first step: zeros, or the learnt h_0 = tanh(w) with z_0 = prior mode."""
+        if self.cfg.initial == "learned":
+            deter = torch.tanh(self.initial_deter).expand(batch_size, -1)
+            return {"deter": deter, "stoch": self.dist(self.prior_stats(deter)).mode()}
+        return {"deter": torch.zeros(batch_size, self.cfg.deter, device=device),
+                "stoch": torch.zeros(batch_size, *self.latent_shape, device=device)}
+
+    def dist(self, stats: torch.Tensor):
+        """Distribution over the (…, S, K) latents from (…, S, K) logits or (…, S, 2) mean/std
+        statistics; log-probs, KL and entropy summed over the latents."""
+        if self.gaussian:
+            mean, std = stats.float().chunk(2, -1)  # (…, S, 1) each
+            return Normal(mean, F.softplus(std) + self.cfg.min_std, event_dims=2)
+        return OneHotCategorical(stats, self.cfg.unimix, event_dims=1)
+
+    def core(self, deter, stoch, action):
+        """One recurrent step: (N, D), (N, S, K), (N, A) → (N, D); actions scaled by 1/max(1, |a|)."""
+        action = action / torch.clamp(action.abs(), min=1.0).detach()
+        return self.core_net(deter, stoch.flatten(-2), action)
+
+    def prior_stats(self, deter: torch.Tensor) -> torch.Tensor:
+        """(…, D) → (…, S, K) logits or (…, S, 2) Normal statistics."""
+        return self.prior_net(deter).unflatten(-1, self.stats_shape)
+
+    def posterior_stats(self, deter: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.post_net(torch.cat([deter, tokens], -1)).unflatten(-1, self.stats_shape)
 
     # ---------------------------------------------------------------------------------------
     def observe_step(self, state, prev_action, tokens, is_first, sample: bool = True):
         """Posterior step. state (N, ·), prev_action (N, A), tokens (N, E), is_first (N,)."""
         keep = (~is_first).to(tokens.dtype).unsqueeze(-1)  # (N, 1)
-        deter = self.core(state["deter"] * keep, state["stoch"] * keep.unsqueeze(-1), prev_action * keep)
-        logits = self.posterior_logits(deter, tokens)
-        dist = self.dist(logits)
+        deter, stoch = state["deter"] * keep, state["stoch"] * keep.unsqueeze(-1)
+        if self.cfg.initial == "learned":
+            start = self.initial(deter.shape[0])
+            deter = deter + (1 - keep) * start["deter"]
+            stoch = stoch + (1 - keep).unsqueeze(-1) * start["stoch"]
+        deter = self.core(deter, stoch, prev_action * keep)
+        stats = self.posterior_stats(deter, tokens)
+        dist = self.dist(stats)
         stoch = dist.sample() if sample else dist.mode()
-        return {"deter": deter, "stoch": stoch}, logits
+        return {"deter": deter, "stoch": stoch}, stats
 
     def observe(self, state, prev_actions, tokens, is_first):
         """Roll the posterior over a sequence: prev_actions (B, T, A), tokens (B, T, E), is_first (B, T).
-        Returns the last state and {"deter": (B, T, D), "stoch": (B, T, S, K), "logits": (B, T, S, K)}."""
-        deters, stochs, logits = [], [], []
+        Returns the last state and {"deter": (B, T, D), "stoch": (B, T, S, K), "stats": (B, T, S, ·)}."""
+        deters, stochs, stats = [], [], []
         for t in range(tokens.shape[1]):
-            state, logit = self.observe_step(state, prev_actions[:, t], tokens[:, t], is_first[:, t])
+            state, stat = self.observe_step(state, prev_actions[:, t], tokens[:, t], is_first[:, t])
             deters.append(state["deter"])
             stochs.append(state["stoch"])
-            logits.append(logit)
-        seq = {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1), "logits": torch.stack(logits, 1)}
+            stats.append(stat)
+        seq = {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1), "stats": torch.stack(stats, 1)}
         return state, seq
 
     def imagine_step(self, state, action, sample: bool = True):
         """Prior step from state (N, ·) and action (N, A)."""
         deter = self.core(state["deter"], state["stoch"], action)
-        dist = self.dist(self.prior_logits(deter))
+        dist = self.dist(self.prior_stats(deter))
         return {"deter": deter, "stoch": dist.sample() if sample else dist.mode()}
 
-    def kl_losses(self, post_logits, prior_logits):
-        """dyn = max(free, KL[sg(q) ‖ p]), rep = max(free, KL[q ‖ sg(p)]); each (B, T), KL summed over latents."""
-        post, prior = self.dist(post_logits), self.dist(prior_logits)
-        post_sg, prior_sg = self.dist(post_logits.detach()), self.dist(prior_logits.detach())
+    def kl_losses(self, post_stats, prior_stats):
+        """dyn = max(free, KL[sg(q) ‖ p]), rep = max(free, KL[q ‖ sg(p)]); each (B, T), KL summed
+        over the latents. The clip acts per step, or with `free_average` on the batch mean (V1/V2:
+        below `free_nats` the whole term is constant and passes no gradient)."""
+        post, prior = self.dist(post_stats), self.dist(prior_stats)
+        post_sg, prior_sg = self.dist(post_stats.detach()), self.dist(prior_stats.detach())
         dyn = post_sg.kl(prior)
         rep = post.kl(prior_sg)
         free = self.cfg.free_nats
         metrics = {"dyn_kl": dyn.mean().detach(), "prior_ent": prior.entropy().mean().detach(),
                    "post_ent": post.entropy().mean().detach()}
+        if self.cfg.free_average:
+            return clip_mean(dyn, free), clip_mean(rep, free), metrics
         return torch.clamp(dyn, min=free), torch.clamp(rep, min=free), metrics
 
+
+def clip_mean(kl: torch.Tensor, free: float) -> torch.Tensor:
+    """Per-step values whose mean is max(free, mean(kl)), with no gradient when mean(kl) < free;
+    no host sync."""
+    above = (kl.mean() >= free).to(kl.dtype).detach()
+    return above * kl + (1 - above) * free

@@ -3,6 +3,11 @@
     L = L_pred + β_dyn·max(1, KL[sg(q) ‖ p]) + β_rep·max(1, KL[q ‖ sg(p)])
     L_pred = −ln p(x|s) − ln p(r|s) − ln p(c|s)
 
+The likelihoods are configuration: squared errors (DreamerV3) or unit-variance Normals (V1/V2) for
+observations (`model.decoder.dist`), two-hot over symexp bins (current), over symlog-space bins
+(2023) or a Normal (V1/V2) for the reward (`model.reward.dist`); KL balancing between V2's
+α = 0.8 and V3's β_dyn/β_rep is the pair `loss_scales.dyn` / `loss_scales.rep`.
+
 Observation keys are routed by type: 3-D uint8 arrays (H, W, C) go to the CNN, everything else is
 flattened, symlog-squashed and goes to the MLP; regexes in the config select which keys take part.
 """
@@ -79,6 +84,7 @@ class MultiDecoder(nn.Module):
         self.mlp_keys, self.cnn_keys = split_keys(obs_space, cfg.mlp_keys, cfg.cnn_keys, "decoder")
         self.shapes = {k: tuple(obs_space[k].shape) for k in self.mlp_keys + self.cnn_keys}
         self.symlog = cfg.symlog
+        self.scale = 0.5 if cfg.dist == "normal" else 1.0  # unit Normal NLL = ½·squared error + const
         if self.mlp_keys:
             self.mlp = MLP(deter + stoch, cfg.units, cfg.layers, norm, act)
             self.vec_out = Linear(self.mlp.out_features, sum(math.prod(self.shapes[k]) for k in self.mlp_keys))
@@ -86,7 +92,8 @@ class MultiDecoder(nn.Module):
             h, w, _ = self.shapes[self.cnn_keys[0]]
             channels = sum(self.shapes[k][-1] for k in self.cnn_keys)
             self.cnn = ConvDecoder(deter, stoch, (h, w, channels), cfg.depth, cfg.mults, cfg.kernel,
-                                   cfg.units, cfg.block_space, norm, act, cfg.resize)
+                                   cfg.units, cfg.block_space, norm, act, cfg.resize,
+                                   output="sigmoid" if cfg.dist == "mse" else "offset")
 
     def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> dict:
         """deter (N, D), stoch (N, S·K) → {key: distribution over (N, *shape)}."""
@@ -96,31 +103,38 @@ class MultiDecoder(nn.Module):
             sizes = [math.prod(self.shapes[k]) for k in self.mlp_keys]
             for key, part in zip(self.mlp_keys, flat.split(sizes, -1)):
                 shape = self.shapes[key]
-                dists[key] = SymlogMSE(part.reshape(-1, *shape), event_dims=len(shape), squash=self.symlog)
+                dists[key] = SymlogMSE(part.reshape(-1, *shape), len(shape), self.symlog, self.scale)
         if self.cnn_keys:
             images = self.cnn(deter, stoch)  # (N, H, W, C_total)
             sizes = [self.shapes[k][-1] for k in self.cnn_keys]
             for key, part in zip(self.cnn_keys, images.split(sizes, -1)):
-                dists[key] = ImageMSE(part)
+                dists[key] = ImageMSE(part, self.scale)
         return dists
 
 
 class ScalarHead(nn.Module):
-    """MLP → TwoHot over symexp bins (reward, critic) or → Bernoulli logit (continue)."""
+    """MLP → a distribution over one scalar: `kind` twohot (symexp bins), twohot_symlog (bins
+    linspace(−20, 20) in symlog space, 2023), mse (Normal(μ, 1), V1/V2) for reward and critic, or
+    binary (Bernoulli logit) for the continue flag."""
 
     def __init__(self, in_features: int, units: int, layers: int, kind: str, bins: int = 255,
                  outscale: float = 1.0, norm="rms", act="silu"):
         super().__init__()
         self.kind = kind
         self.mlp = MLP(in_features, units, layers, norm, act)
-        out = bins if kind == "twohot" else 1
-        self.out = Linear(self.mlp.out_features, out, outscale=outscale)
-        if kind == "twohot":
-            self.register_buffer("bins", ops.symexp_bins(bins), persistent=False)
+        twohot = kind.startswith("twohot")
+        self.out = Linear(self.mlp.out_features, bins if twohot else 1, outscale=outscale)
+        if twohot:
+            grid = torch.linspace(-20.0, 20.0, bins) if kind == "twohot_symlog" else ops.symexp_bins(bins)
+            self.register_buffer("bins", grid, persistent=False)
 
     def forward(self, feat: torch.Tensor):
         x = self.out(self.mlp(feat))
-        return TwoHot(x, self.bins) if self.kind == "twohot" else Bernoulli(x.squeeze(-1))
+        if self.kind == "binary":
+            return Bernoulli(x.squeeze(-1))
+        if self.kind == "mse":
+            return SymlogMSE(x.squeeze(-1), event_dims=0, squash=False, scale=0.5)
+        return TwoHot(x, self.bins, symlog=self.kind == "twohot_symlog")
 
 
 class WorldModel(nn.Module):
@@ -131,10 +145,10 @@ class WorldModel(nn.Module):
         self.action_dim = action_dim
         self.encoder = MultiEncoder(obs_space, m.encoder, m.norm, m.act)
         self.rssm = RSSM(m.rssm, self.encoder.out_features, action_dim, m.norm, m.act)
-        stoch = m.rssm.stoch * m.rssm.classes
+        stoch = self.rssm.stoch_dim
         self.feat_dim = m.rssm.deter + stoch
         self.decoder = MultiDecoder(obs_space, m.decoder, m.rssm.deter, stoch, m.norm, m.act)
-        self.reward = ScalarHead(self.feat_dim, m.reward.units, m.reward.layers, "twohot", m.reward.bins,
+        self.reward = ScalarHead(self.feat_dim, m.reward.units, m.reward.layers, m.reward.dist, m.reward.bins,
                                  m.reward.outscale, m.norm, m.act)
         self.cont = ScalarHead(self.feat_dim, m.cont.units, m.cont.layers, "binary", outscale=m.cont.outscale,
                                norm=m.norm, act=m.act)
@@ -163,8 +177,8 @@ class WorldModel(nn.Module):
         prev_actions = torch.cat([state["action"].unsqueeze(1), data["action"][:, :-1]], 1)  # (B, T, A)
         rssm_state = {"deter": state["deter"], "stoch": state["stoch"]}
         _, post = self.rssm.observe(rssm_state, prev_actions, tokens, data["is_first"])
-        prior_logits = self.rssm.prior_logits(post["deter"])
-        dyn, rep, metrics = self.rssm.kl_losses(post["logits"], prior_logits)
+        prior_stats = self.rssm.prior_stats(post["deter"])
+        dyn, rep, metrics = self.rssm.kl_losses(post["stats"], prior_stats)
         losses = {"dyn": dyn, "rep": rep}
 
         feat = self.features(post)  # (B, T, F)

@@ -19,8 +19,9 @@ from reverie.run import checkpoint as ckpt
 def snapshot(agent) -> dict[str, torch.Tensor]:
     """Every tensor an update may change: weights, slow critic, buffers, optimiser state."""
     tensors = {f"module/{k}": v.clone() for k, v in agent.state_dict()["modules"].items()}
-    for i, state in agent.optimizer.state_dict()["state"].items():
-        tensors.update({f"optim/{i}/{k}": v.clone() for k, v in state.items()})
+    for name, optimizer in agent.optimizers.items():
+        for i, state in optimizer.state_dict()["state"].items():
+            tensors.update({f"optim/{name}/{i}/{k}": v.clone() for k, v in state.items()})
     return tensors
 
 

@@ -6,15 +6,23 @@ the prior and the policy, then
     R^λ_t = r_{t+1} + γc_{t+1}((1 − λ)v(s_{t+1}) + λR^λ_{t+1}),   R^λ_H = v(s_H)
     adv_t = (R^λ_t − v(s_t)) / max(1, S),  S = EMA(P95(R^λ) − P5(R^λ))
     L_actor = −sg(w_t)·(sg(adv_t)·ln π(a_t|s_t) + η·H[π(·|s_t)])          (REINFORCE)
+    L_actor = −sg(w_t)·(adv_t + η·H[π(·|s_t)])                              (dynamics backprop)
     L_critic = sg(w_t)·(twohot(R^λ_t) + 1.0·twohot(v_slow(s_t)))           (slow-critic regulariser)
 
-with w_t the cumulative product of the predicted continue (γ folded in). The replay value loss
-trains the critic on λ-returns of the replayed sequence, bootstrapped from the imagined returns,
-and its gradient also reaches the world model.
+with w_t the cumulative product of the predicted continue (γ folded in). With dynamics backprop
+(`behavior.actor.grad`: Dreamer v1, and V2/2023 for continuous actions) the imagined trajectory
+keeps its graph through the world model, the critic and the reparameterised actions, so R^λ is
+differentiated with respect to the policy; only the actor's parameters take that gradient (the
+agent routes each loss to its own modules). The replay value loss trains the critic on λ-returns
+of the replayed sequence, bootstrapped from the imagined returns, and its gradient also reaches
+the world model. Variants: `retnorm.kind=none` leaves advantages unscaled (V1/V2); the slow critic
+is an EMA every update (V3) or a copy every 100 (V2's target network, `slow_rate=1, slow_every=100`)
+and with `slow_target` it supplies the bootstrap values and the baseline (V2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -22,14 +30,15 @@ from torch import nn
 
 from .. import ops
 from ..config import ActorConfig, BehaviorConfig
-from ..distributions import BoundedNormal, MultiOneHot
+from ..distributions import BoundedNormal, MultiOneHot, TanhNormal
 from ..nets import MLP, Linear
 from ..world_model import ScalarHead, WorldModel
 
 
 class Actor(nn.Module):
-    """Policy π(a|s): one-hot categoricals with 1% unimix for discrete actions, Normal(tanh(μ), σ)
-    with σ ∈ [minstd, maxstd] for continuous ones. Output layers scaled by `outscale`."""
+    """Policy π(a|s): one-hot categoricals with 1% unimix for discrete actions; for continuous ones
+    Normal(tanh(μ), σ) with σ ∈ [minstd, maxstd] (`bounded_normal`) or Dreamer v1's tanh-Normal
+    (`tanh_normal`). Output layers scaled by `outscale`."""
 
     def __init__(self, feat_dim: int, act_space, cfg: ActorConfig, norm="rms", act="silu"):
         super().__init__()
@@ -59,6 +68,8 @@ class Actor(nn.Module):
         if self.discrete:
             return MultiOneHot(raw, self.sizes, self.cfg.unimix)
         mean, std = raw.chunk(2, -1)
+        if self.cfg.dist == "tanh_normal":
+            return TanhNormal(mean, std, self.cfg.minstd, self.cfg.init_std)
         return BoundedNormal(mean, std, self.cfg.minstd, self.cfg.maxstd)
 
 
@@ -69,34 +80,41 @@ class ActorCritic(nn.Module):
         self.discrete = act_space.discrete
         self.actor = Actor(feat_dim, act_space, cfg.actor, norm, act)
         c = cfg.critic
-        self.critic = ScalarHead(feat_dim, c.units, c.layers, "twohot", c.bins, c.outscale, norm, act)
+        self.critic = ScalarHead(feat_dim, c.units, c.layers, c.dist, c.bins, c.outscale, norm, act)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("slow_updates", torch.zeros((), dtype=torch.int64))  # applied updates
+        grad = cfg.actor.grad
+        self.backprop = grad == "dynamics" or (grad == "auto" and not act_space.discrete)
         r = cfg.retnorm
         self.retnorm = ops.ReturnNormalizer(r.rate, r.limit, r.lo, r.hi)
         self.discount = 1.0 - 1.0 / cfg.horizon
 
     @torch.no_grad()
     def update_slow_critic(self, apply: torch.Tensor | None = None) -> None:
-        """θ_slow ← (1 − rate)·θ_slow + rate·θ; unchanged where the bool tensor `apply` is False."""
+        """θ_slow ← (1 − rate)·θ_slow + rate·θ every `slow_every` applied updates; nothing moves
+        where the bool tensor `apply` is False (a skipped update). No host sync."""
         slow = list(self.slow_critic.parameters())
-        rate = self.cfg.critic.slow_rate
+        c = self.cfg.critic
         if apply is None:
-            torch._foreach_lerp_(slow, list(self.critic.parameters()), rate)
-        else:
-            weight = apply.to(slow[0].dtype) * rate  # () rate or 0
-            torch._foreach_lerp_(slow, list(self.critic.parameters()), [weight] * len(slow))
+            apply = torch.ones((), dtype=torch.bool, device=slow[0].device)
+        self.slow_updates += apply.long()
+        due = apply & (self.slow_updates % c.slow_every == 0)
+        weight = due.to(slow[0].dtype) * c.slow_rate  # () rate or 0
+        torch._foreach_lerp_(slow, list(self.critic.parameters()), [weight] * len(slow))
 
     def imagine(self, wm: WorldModel, start: dict[str, torch.Tensor], horizon: int):
         """Roll the prior forward with actions from the policy.
 
         start: {"deter": (N, D), "stoch": (N, S, K)}. Returns features (N, H+1, F), the action
         taken in each of those states (N, H+1, A) — the last one sampled but not executed — and
-        the policy's raw outputs there (N, H+1, ·). The model runs without gradients; the policy
-        keeps its graph (inputs detached), so the actor loss reuses these outputs instead of
-        running the actor over every imagined state a second time.
+        the policy's raw outputs there (N, H+1, ·). For REINFORCE the model runs without
+        gradients and the policy keeps its graph (inputs detached), so the actor loss reuses these
+        outputs instead of running the actor over every imagined state a second time. With
+        dynamics backprop everything keeps its graph: reparameterised actions → model → features.
         """
         state = start
-        with torch.no_grad():
+        model_grad = contextlib.nullcontext() if self.backprop else torch.no_grad()
+        with model_grad:
             feats = [wm.features(state)]
             dtype = ops.compute_dtype(feats[0])  # every head reads these features: cast them once
             feats[0] = feats[0].to(dtype)
@@ -104,8 +122,8 @@ class ActorCritic(nn.Module):
         for t in range(horizon + 1):
             raw = self.actor.raw(feats[-1])
             raws.append(raw)
-            with torch.no_grad():
-                action = self.actor.dist(raw.detach()).sample()
+            with model_grad:
+                action = self.actor.dist(raw if self.backprop else raw.detach()).sample()
                 actions.append(action)
                 if t < horizon:
                     state = wm.rssm.imagine_step(state, action)
@@ -124,26 +142,39 @@ class ActorCritic(nn.Module):
         data = {k: v[:, -K:] for k, v in data.items()}
         start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B·K, ...)
         feat, action, policy_raw = self.imagine(wm, start, self.cfg.imag_horizon)  # (N, H+1, ·)
-        with torch.no_grad():
+        with contextlib.nullcontext() if self.backprop else torch.no_grad():
             reward = wm.reward(feat).mean()  # (N, H+1)
             cont = wm.cont(feat).mean()  # (N, H+1): γ·(1 − terminal) when contdisc
         disc = 1.0 if contdisc else self.discount
-        weight = torch.cumprod(disc * cont, 1) / disc  # (N, H+1)
+        weight = torch.cumprod(disc * cont.detach(), 1) / disc  # (N, H+1)
 
-        value_dist = self.critic(feat)
+        value_dist = self.critic(feat.detach())
         value = value_dist.mean().detach()  # (N, H+1)
-        slow_value = self.slow_critic(feat).mean().detach()
-        ret = ops.lambda_return(reward, disc * cont, torch.full_like(cont, self.cfg.lam), value)  # (N, H)
-        if self.training:
-            self.retnorm.update(ret)
-        _, scale = self.retnorm.stats()
-        adv = (ret - value[:, :-1]) / scale  # (N, H)
+        slow_value = self.slow_critic(feat.detach()).mean().detach()
+        target_critic = self.slow_critic if self.cfg.critic.slow_target else self.critic
+        if self.backprop:  # bootstrap values differentiable through the imagined features
+            boot = target_critic(feat).mean()
+        else:
+            boot = slow_value if self.cfg.critic.slow_target else value
+        ret = ops.lambda_return(reward, disc * cont, torch.full_like(cont, self.cfg.lam), boot)  # (N, H)
+        if self.cfg.retnorm.kind == "percentile":
+            if self.training:
+                self.retnorm.update(ret)
+            _, scale = self.retnorm.stats()
+        else:
+            scale = torch.ones((), device=ret.device)
+        base = slow_value if self.cfg.critic.slow_target else value
+        adv = (ret - base[:, :-1]) / scale  # (N, H)
 
         policy = self.actor.dist(policy_raw)
-        logpi = policy.log_prob(action)[:, :-1]
         entropy = policy.entropy()[:, :-1]
         w = weight[:, :-1].detach()
-        losses = {"policy": -w * (logpi * adv.detach() + self.cfg.actor.entropy * entropy)}
+        if self.backprop:  # the gradient of the return itself, through the model
+            losses = {"policy": -w * (adv + self.cfg.actor.entropy * entropy)}
+        else:
+            logpi = policy.log_prob(action)[:, :-1]
+            losses = {"policy": -w * (logpi * adv.detach() + self.cfg.actor.entropy * entropy)}
+        ret = ret.detach()
         critic_loss = value_dist.loss(torch.cat([ret, ret[:, -1:]], 1))[:, :-1]
         slow_loss = value_dist.loss(slow_value)[:, :-1]
         losses["value"] = w * (critic_loss + self.cfg.critic.slow_reg * slow_loss)

@@ -256,6 +256,8 @@ class Trainer:
         if c.step < self.cfg.run.prefill or not self.replay.ready:
             return []
         c.credit += self.updates_per_step * self.envs.num_envs
+        if c.step % self.cfg.run.train_every >= self.envs.num_envs:
+            return []  # between training bursts (run.train_every): the credit accumulates
         metrics = []
         while c.credit >= 1.0:
             metrics.append(self.agent.train_step(self.replay.sample()))
