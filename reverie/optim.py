@@ -36,7 +36,24 @@ from .errors import ConfigError
 __all__ = ["Adam", "LaProp", "global_norm"]
 
 
-class LaProp(torch.optim.Optimizer):
+class _TensorStepOptimizer(torch.optim.Optimizer):
+    """Base of our optimisers: per-parameter step counters are float32 tensors beside the parameter."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load state; step counters go to their parameter's device as float32.
+
+        torch's base class leaves `step` where it was saved (e.g. on the CPU after
+        `torch.load(..., map_location="cpu")`); the foreach update wants it beside the parameter.
+        """
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state and "step" in state:
+                    state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
+
+
+class LaProp(_TensorStepOptimizer):
     """LaProp (RMS-normalise, then momentum) with per-tensor AGC and linear warm-up.
 
     `params` is an iterable of tensors or of param-group dicts as for any torch optimiser; every
@@ -72,19 +89,6 @@ class LaProp(torch.optim.Optimizer):
             group["agc_pmin"],
             group["warmup"],
         )
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load state; step counters go to their parameter's device as float32.
-
-        torch's base class leaves `step` where it was saved (e.g. on the CPU after
-        `torch.load(..., map_location="cpu")`); the foreach update wants it beside the parameter.
-        """
-        super().load_state_dict(state_dict)
-        for group in self.param_groups:
-            for p in group["params"]:
-                state = self.state.get(p)
-                if state and "step" in state:
-                    state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
     @torch.no_grad()
     def step(
@@ -215,7 +219,7 @@ def _laprop_foreach(
     torch._foreach_sub_(params, updates)
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(_TensorStepOptimizer):
     """Adam with global-norm clipping and decoupled weight decay: the optimisers of DreamerV3 2023
     (model lr 1e-4, eps 1e-8, clip 1000; actor and critic 3e-5, 1e-5, 100), DreamerV2 and V1.
 
@@ -233,8 +237,6 @@ class Adam(torch.optim.Optimizer):
         if clip < 0 or wd < 0:
             raise ConfigError(f"optimiser clip and wd must be >= 0, got clip={clip!r}, wd={wd!r}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, clip=clip, wd=wd))
-
-    load_state_dict = LaProp.load_state_dict  # step counters beside their parameters
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None,
