@@ -28,6 +28,7 @@ class EnvConfig:
     id: str = "CartPole-v1"  # Gymnasium id, `module:EnvId`, or a suite id such as `dmc:walker_walk`
     num_envs: int = 1  # parallel training envs; worker processes when > 1
     parallel: bool = True  # use worker processes when num_envs > 1
+    max_restarts: int = 5  # rebuild an env that raises or dies, up to this many times in a row; 0 stops the run
     eval_envs: int = 1
     action_repeat: int = 1
     max_episode_steps: int = 0  # 0 keeps the env's own time limit
@@ -100,12 +101,12 @@ class EncoderConfig:
     kernel: int = 5
     resize: str = "pool"  # CNN stages: pool (conv + 2×2 max-pool) | stride (stride-2 conv, DreamerV3 2023)
     symlog: bool = True  # symlog-squash vector inputs
-    dist: str = "mse"  # decoder only: mse (sum of squared errors) | normal (unit-variance Normal NLL, V1/V2)
 
 
 @dataclass
 class DecoderConfig(EncoderConfig):
     block_space: int = 8  # block groups of the deter → spatial projection (image decoder)
+    dist: str = "mse"  # mse (sum of squared errors) | normal (unit-variance Normal NLL, V1/V2)
 
 
 @dataclass
@@ -460,6 +461,7 @@ def validate(cfg: Config) -> None:
         (cfg.run.max_nonfinite_updates >= 0, "run.max_nonfinite_updates must be ≥ 0 (0 never stops)"),
         (cfg.replay.chunk_length >= 1, "replay.chunk_length must be ≥ 1"),
         (cfg.run.train_every >= 1, "run.train_every must be ≥ 1"),
+        (cfg.env.max_restarts >= 0, "env.max_restarts must be ≥ 0 (0 stops the run at the first env fault)"),
         (cfg.model.rssm.latent in ("categorical", "gaussian"), "model.rssm.latent must be categorical or gaussian"),
         (cfg.model.rssm.core in ("block", "gru"), "model.rssm.core must be block or gru"),
         (cfg.model.rssm.initial in ("zeros", "learned"), "model.rssm.initial must be zeros or learned"),

@@ -1,5 +1,5 @@
-"""Envs for tests/test_resume.py, importable by name from a training subprocess
-(`--env resume_envs:ReverieStamped-v0`, with tests/ on PYTHONPATH).
+"""Envs for the reliability tests (resume, faults), importable by name from a training subprocess
+or an env worker (`--env resume_envs:ReverieStamped-v0`, with tests/ on PYTHONPATH).
 
 `StampedEnv` stamps every observation with a random episode id and the step in the episode, so the
 replay on disk can be checked for steps stored twice or lost: (id, t) pairs must be unique and,
@@ -44,3 +44,45 @@ class StampedEnv(gym.Env):
 
 if STAMPED_ID not in gym.registry:
     gym.register(id=STAMPED_ID, entry_point="resume_envs:StampedEnv")
+
+
+class FlakyEnv(StampedEnv):
+    """A StampedEnv that fails on purpose: at its `fail_at`-th step (or its first reset, with
+    `on="reset"`) it raises RuntimeError (`how="raise"`), kills its process (`how="exit"`, for env
+    workers) or raises a user error (`how="user"`). With `marker` (a file path) it fails once per
+    marker: the first failure creates the file; without it, every instance fails."""
+
+    def __init__(self, fail_at: int = 3, how: str = "raise", on: str = "step", marker: str = ""):
+        super().__init__()
+        self.fail_at, self.how, self.on, self.marker, self.steps = fail_at, how, on, marker, 0
+
+    def _maybe_fail(self) -> None:
+        if self.marker:
+            if os.path.exists(self.marker):
+                return
+            open(self.marker, "w").close()
+        if self.how == "exit":
+            os._exit(7)
+        if self.how == "user":
+            from reverie.errors import EnvError
+
+            raise EnvError("this env is misconfigured on purpose")
+        raise RuntimeError(f"simulated crash at step {self.steps}")
+
+    def reset(self, *, seed=None, options=None):
+        if self.on == "reset":
+            self._maybe_fail()
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.steps += 1
+        if self.on == "step" and self.steps == self.fail_at:
+            self._maybe_fail()
+        return super().step(action)
+
+
+def flaky_factory(**kwargs):
+    """A picklable zero-argument factory for env workers."""
+    import functools
+
+    return functools.partial(FlakyEnv, **kwargs)

@@ -115,3 +115,11 @@ def test_cli_unwritable_logdir(capsys, tmp_path):
     code, lines = run_cli(["train", "--logdir", str(blocker / "run")], capsys)
     assert code == 2 and "cannot write to logdir" in lines[0]
     assert blocker.read_text() == "x"
+
+
+def test_every_config_key_is_documented_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [key for key in C.leaf_paths(C.Config()) if f"`{key}`" not in readme]
+    assert not missing, f"add these keys to the README's config table: {missing}"

@@ -86,4 +86,4 @@ def make_vec_env(
             "(e.g. `lambda: MyEnv()`), or set env.num_envs=1"
         )
     factories = [_env_factory(spec, env_cfg, seed + i, make_kwargs) for i in range(num_envs)]
-    return VecEnv(factories, parallel=num_envs > 1 and env_cfg.parallel)
+    return VecEnv(factories, parallel=num_envs > 1 and env_cfg.parallel, max_restarts=env_cfg.max_restarts)

@@ -7,6 +7,13 @@ returns its reset step (``is_first``, reward 0) instead, so every returned row i
 Parallel workers are started with the "spawn" context (a forked worker can hang after rendering)
 and talk over Pipes; a call sends every worker its command first, then receives every answer, so
 the envs step concurrently. Worker failures re-raise in the parent with the worker's traceback.
+
+Env faults. With ``max_restarts > 0`` an env that raises (anything but a ``UserError``) or whose
+worker process dies is rebuilt from its factory instead: a failed ``step`` returns, for that env,
+the end of its broken episode — its last observation with reward 0, ``is_last`` and not
+``is_terminal`` — and the next ``step`` starts a new episode; a failed reset is retried on the
+rebuilt env. ``restarts`` counts them. An env that fails ``max_restarts`` times in a row (no
+successful step in between) raises ``WorkerError``.
 """
 
 from __future__ import annotations
@@ -54,17 +61,38 @@ class _SerialBackend:
     """All envs in this process; ``run`` executes the commands one env after another."""
 
     def __init__(self, env_fns: Sequence[EnvFn]):
+        self.env_fns = list(env_fns)
         self.envs: list[GymEnv] = []
         try:
-            for env_fn in env_fns:
+            for env_fn in self.env_fns:
                 self.envs.append(_as_gym_env(env_fn()))
         except BaseException:
             self.close()
             raise
         self.spaces = [(env.obs_space, env.act_space) for env in self.envs]
 
-    def run(self, commands: Sequence[Command]) -> list[Any]:
-        return [getattr(env, name)(*args) for env, (name, args) in zip(self.envs, commands)]
+    def run(self, commands: Sequence[Command], catch: bool = False) -> list[Any]:
+        """Results in env order; with `catch`, ("ok", result) or ("error", packed error) per env."""
+        if not catch:
+            return [getattr(env, name)(*args) for env, (name, args) in zip(self.envs, commands)]
+        return [self.run_one(index, command) for index, command in enumerate(commands)]
+
+    def run_one(self, index: int, command: Command) -> tuple[str, Any]:
+        """One command on one env: ("ok", result) or ("error", packed error)."""
+        name, args = command
+        try:
+            return "ok", getattr(self.envs[index], name)(*args)
+        except Exception as error:  # noqa: BLE001 - the caller restarts the env or re-raises
+            return "error", _pack_error(error)
+
+    def restart(self, index: int) -> None:
+        old, new = self.envs[index], _as_gym_env(self.env_fns[index]())
+        if new.env is not old.env:  # a factory of one env instance gives the same env back
+            try:
+                old.close()
+            except Exception:  # noqa: BLE001 - a broken env may fail to close too
+                pass
+        self.envs[index] = new
 
     def close(self) -> None:
         envs, self.envs = self.envs, []
@@ -157,10 +185,14 @@ class _ParallelBackend:
             proc.join(timeout=1.0)
             return "died", f"the process exited unexpectedly (exit code {proc.exitcode})"
 
-    def _receive_all(self) -> list[Any]:
-        """Receive one answer from every worker (keeping all pipes in step), then raise the first error."""
+    def _receive_all(self, catch: bool = False) -> list[Any]:
+        """Receive one answer from every worker (keeping all pipes in step), then raise the first
+        error; with `catch`, return the (status, payload) answers instead ("died" as "error")."""
         answers = [self._receive(index) for index in range(len(self._conns))]
         self._failed.update(i for i, (status, _) in enumerate(answers) if status != "ok")
+        if catch:
+            return [(status, payload) if status != "died" else ("error", (payload, "", None))
+                    for status, payload in answers]
         for index, (status, payload) in enumerate(answers):
             if status == "error":
                 message, worker_traceback, user_error = payload
@@ -171,7 +203,7 @@ class _ParallelBackend:
                 raise WorkerError(index, payload)
         return [payload for _, payload in answers]
 
-    def run(self, commands: Sequence[Command]) -> list[Any]:
+    def run(self, commands: Sequence[Command], catch: bool = False) -> list[Any]:
         if self._failed:
             index = min(self._failed)
             raise WorkerError(index, "it stopped after an earlier error; close this VecEnv and make a new one")
@@ -180,7 +212,34 @@ class _ParallelBackend:
                 self._conns[index].send(command)
             except (BrokenPipeError, OSError):
                 pass  # reported by _receive as a dead worker
-        return self._receive_all()
+        return self._receive_all(catch)
+
+    def run_one(self, index: int, command: Command) -> tuple[str, Any]:
+        """One command on one worker: ("ok", result) or ("error", packed error)."""
+        try:
+            self._conns[index].send(command)
+        except (BrokenPipeError, OSError):
+            pass  # reported by _receive as a dead worker
+        status, payload = self._receive(index)
+        if status != "ok":
+            self._failed.add(index)
+        return (status, payload) if status != "died" else ("error", (payload, "", None))
+
+    def restart(self, index: int) -> None:
+        """Replace worker `index` (stopped after an error, or dead) by a fresh one."""
+        conn, proc = self._conns[index], self._procs[index]
+        if proc is not None and proc.is_alive():
+            proc.terminate()
+        if proc is not None:
+            proc.join(timeout=2.0)
+        if conn is not None:
+            conn.close()
+        self._start_worker(index)
+        status, payload = self._receive(index)  # the new worker's spaces, or its construction error
+        if status != "ok":
+            self._failed.add(index)
+            raise WorkerError(index, f"it could not be restarted: {payload[0] if status == 'error' else payload}")
+        self._failed.discard(index)
 
     def close(self) -> None:
         for conn, proc in zip(self._conns, self._procs):
@@ -206,6 +265,17 @@ class _ParallelBackend:
             self._conns[index] = self._procs[index] = None
 
 
+def _cut_episode(last_row: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The step that ends an episode cut short by an env fault: the last observation again,
+    reward 0, is_last and not is_terminal."""
+    if last_row is None:
+        raise RuntimeError("an env failed before its first reset")
+    row = {key: value.copy() for key, value in last_row.items()}
+    row.update(reward=np.zeros_like(row["reward"]), is_first=np.zeros_like(row["is_first"]),
+               is_last=np.ones_like(row["is_last"]), is_terminal=np.zeros_like(row["is_terminal"]))
+    return row
+
+
 def _picklable(obj: Any) -> bool:
     try:
         pickle.dumps(obj)
@@ -222,10 +292,14 @@ class VecEnv:
             ``gymnasium.Env``, which gets a default ``GymEnv``).
         parallel: one worker process per env. Needs picklable factories; otherwise the envs run
             in-process and a warning says why.
+        max_restarts: rebuild an env that fails, up to this many times in a row (see the module
+            docstring); 0 re-raises the first failure.
     """
 
-    def __init__(self, env_fns: Sequence[EnvFn], parallel: bool = False):
+    def __init__(self, env_fns: Sequence[EnvFn], parallel: bool = False, max_restarts: int = 0):
         env_fns = list(env_fns)
+        self.max_restarts = int(max_restarts)
+        self.restarts = 0  # envs rebuilt after a fault
         if not env_fns:
             raise ValueError("VecEnv needs at least one env factory")
         if parallel and not _picklable(env_fns):
@@ -251,6 +325,8 @@ class VecEnv:
                     f"env {index} has different observation/action spaces than env 0; all envs of a VecEnv must match"
                 )
         self._needs_reset = np.ones(len(env_fns), dtype=bool)  # (N,)
+        self._fault_streak = np.zeros(len(env_fns), dtype=np.int64)  # faults since the last good step
+        self._last_rows: list[dict[str, np.ndarray] | None] = [None] * len(env_fns)
 
     @property
     def num_envs(self) -> int:
@@ -259,7 +335,7 @@ class VecEnv:
     def reset(self) -> dict[str, np.ndarray]:
         """Reset every env; returns stacked first steps (N, ...)."""
         self._check_open()
-        steps = self._backend.run([("reset", ())] * self.num_envs)
+        steps = self._run([("reset", ())] * self.num_envs)
         self._needs_reset[:] = False
         return _stack(steps)
 
@@ -273,9 +349,43 @@ class VecEnv:
         commands = [
             ("reset", ()) if self._needs_reset[i] else ("step", (actions[i],)) for i in range(self.num_envs)
         ]
-        steps = self._backend.run(commands)
+        steps = self._run(commands)
         self._needs_reset[:] = [bool(step["is_last"]) for step in steps]
         return _stack(steps)
+
+    def _run(self, commands: list[Command]) -> list[dict[str, np.ndarray]]:
+        """Run reset/step commands; restart the envs that fail (see the module docstring)."""
+        if not self.max_restarts:
+            return self._backend.run(commands)
+        answers = self._backend.run(commands, catch=True)
+        steps = []
+        for index, ((name, _), (status, payload)) in enumerate(zip(commands, answers)):
+            if status == "ok" and name == "step":
+                self._fault_streak[index] = 0
+            while status != "ok":
+                self._restart(index, payload)
+                if name == "step":  # the broken episode ends here; the next step resets
+                    status, payload = "ok", _cut_episode(self._last_rows[index])
+                else:  # a reset must give a first step: retry it on the rebuilt env
+                    status, payload = self._backend.run_one(index, ("reset", ()))
+            self._last_rows[index] = payload
+            steps.append(payload)
+        return steps
+
+    def _restart(self, index: int, packed_error: tuple) -> None:
+        message, worker_traceback, user_error = packed_error
+        if user_error is not None:
+            raise user_error
+        self._fault_streak[index] += 1
+        if self._fault_streak[index] > self.max_restarts:
+            raise WorkerError(index, f"{message} (it failed {self._fault_streak[index]} times in a row, more than "
+                                     f"env.max_restarts={self.max_restarts}; the env itself is broken)",
+                              worker_traceback)
+        tail = worker_traceback.strip().splitlines()[-6:]
+        warnings.warn(f"env {index} failed ({message}); restarting it" + ("\n" + "\n".join(tail) if tail else ""),
+                      RuntimeWarning, stacklevel=3)
+        self._backend.restart(index)
+        self.restarts += 1
 
     def render(self) -> list[Any]:
         """``render()`` of every env, in order."""
