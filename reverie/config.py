@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,13 +299,12 @@ def coerce(path: str, kind: Any, value: Any) -> Any:
                 raise ValueError
             return value
         if kind is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise ValueError
-            if isinstance(value, str):
-                return float(value)
-            if not isinstance(value, (int, float)):
+            number = float(value)
+            if not math.isfinite(number):  # NaN or inf would silently poison the training
                 raise ValueError
-            return float(value)
+            return number
         if kind is str:
             if not isinstance(value, str):
                 raise ValueError
@@ -325,7 +325,7 @@ def coerce(path: str, kind: Any, value: Any) -> Any:
         pass
     else:
         raise ConfigError(f"config key '{path}' has an unsupported type {kind}")
-    name = getattr(kind, "__name__", str(kind))
+    name = "a finite float" if kind is float else getattr(kind, "__name__", str(kind))
     raise ConfigError(
         f"config key '{path}' expects {name}, got {value!r}; fix the value, e.g. {path}={get_example(kind)}"
     )

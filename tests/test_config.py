@@ -45,7 +45,7 @@ def test_unknown_key_names_it_and_suggests():
 
 @pytest.mark.parametrize("item, pattern", [
     ("model.rssm.deter=abc", r"'model\.rssm\.deter' expects int, got 'abc'"),
-    ("run.train_ratio=fast", r"'run\.train_ratio' expects float"),
+    ("run.train_ratio=fast", r"'run\.train_ratio' expects a finite float"),
     ("replay.online=maybe", r"'replay\.online' expects bool"),
     ("model.encoder.mults=[a]", r"'model\.encoder\.mults' expects"),
     ("batch_size=1.5", r"'batch_size' expects int"),
