@@ -1,0 +1,229 @@
+"""The configuration schema: one dataclass per part of a run, with the current DreamerV3's values
+as defaults and a comment per field (the README's config table documents every key).
+
+`reverie.config` loads presets and overrides into these and validates them; import the classes
+from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EnvConfig:
+    id: str = "CartPole-v1"  # Gymnasium id, `module:EnvId`, or a suite id such as `dmc:walker_walk`
+    num_envs: int = 1  # parallel training envs; worker processes when > 1
+    parallel: bool = True  # use worker processes when num_envs > 1
+    max_restarts: int = 5  # rebuild an env that raises or dies, up to this many times in a row; 0 stops the run
+    eval_envs: int = 1
+    action_repeat: int = 1
+    max_episode_steps: int = 0  # 0 keeps the env's own time limit
+    # Options of the benchmark suites (dmc:, atari:, crafter); other envs ignore them.
+    size: tuple[int, int] = (64, 64)  # rendered / resized image (height, width)
+    gray: bool = False  # atari: greyscale frames (H, W, 1)
+    sticky: bool = False  # atari: repeat the previous action with probability 0.25
+    noops: int = 0  # atari: up to this many no-op actions at the start of an episode
+    full_actions: bool = False  # atari: all 18 actions instead of the game's minimal set
+    camera: int = -1  # dmc: camera id for the image; -1 picks the domain's default
+    proprio: bool = True  # dmc: vector observations
+    image: bool = True  # dmc: a rendered RGB image under the key "image"
+
+
+@dataclass
+class RunConfig:
+    steps: int = 50_000  # total env (policy) steps of the run; a resumed run continues up to it
+    prefill: int = 1000  # random-policy steps before training starts
+    train_ratio: float = 512.0  # replayed steps per policy step (DESIGN §3)
+    eval_every: int = 5000  # policy steps between evaluations; 0 disables
+    eval_episodes: int = 10
+    log_every: float = 20.0  # seconds between metric rows
+    report_every: float = 300.0  # seconds between open-loop prediction reports (videos); 0 disables
+    report_sequences: int = 4  # replayed sequences shown side by side in the open-loop video
+    train_every: int = 1  # policy steps between training bursts (Dreamer v1: 1000 steps, then its updates)
+    checkpoint_every: float = 10.0  # minutes between checkpoints
+    keep_checkpoints: int = 3
+    max_nonfinite_updates: int = 100  # stop after this many skipped (NaN/inf) updates in a row; 0 never stops
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    precision: str = "float32"  # float32 | bfloat16 (autocast)
+    compile: bool = False  # torch.compile the per-step functions and the CNNs (see README, Performance)
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = 1_000_000  # steps, FIFO
+    online: bool = True  # train on every fresh sequence once before sampling uniformly
+    chunk_length: int = 1024  # steps per env in each file under logdir/replay/ (a crash loses at most one)
+
+
+@dataclass
+class RSSMConfig:
+    deter: int = 512
+    hidden: int = 64
+    stoch: int = 32  # number of categorical latents
+    classes: int = 4  # classes per latent
+    blocks: int = 8  # block-diagonal GRU groups
+    unimix: float = 0.01
+    img_layers: int = 2
+    obs_layers: int = 1
+    dyn_layers: int = 1
+    free_nats: float = 1.0
+    free_average: bool = False  # clip the batch-mean KL at free_nats (DreamerV1/V2) instead of each step's
+    latent: str = "categorical"  # categorical (stoch × classes) | gaussian (stoch Normal dims; classes unused)
+    min_std: float = 0.1  # gaussian latents: std = softplus(x) + min_std
+    core: str = "block"  # block: the current block GRU | gru: one GRU cell over a joint (z, a) projection (2023, V2, V1)
+    cell_norm: str = ""  # norm of the gru core's gates; empty = model.norm (V2 norms them although model.norm is none)
+    initial: str = "zeros"  # zeros | learned: h_0 = tanh(w), z_0 = prior mode (DreamerV3 2023)
+
+
+@dataclass
+class EncoderConfig:
+    mlp_keys: str = ".*"  # regex over observation keys routed to the MLP (non-image keys)
+    cnn_keys: str = ".*"  # regex over observation keys routed to the CNN (3-D uint8 keys)
+    units: int = 64
+    layers: int = 3
+    depth: int = 4  # CNN channels = depth × mults
+    mults: tuple[int, ...] = (2, 3, 4, 4)
+    kernel: int = 5
+    resize: str = "pool"  # CNN stages: pool (conv + 2×2 max-pool) | stride (stride-2 conv, DreamerV3 2023)
+    symlog: bool = True  # symlog-squash vector inputs
+
+
+@dataclass
+class DecoderConfig(EncoderConfig):
+    block_space: int = 8  # block groups of the deter → spatial projection (image decoder)
+    dist: str = "mse"  # mse (sum of squared errors) | normal (unit-variance Normal NLL, V1/V2)
+
+
+@dataclass
+class HeadConfig:
+    units: int = 64
+    layers: int = 1
+    bins: int = 255
+    outscale: float = 1.0
+    dist: str = "twohot"  # reward head: twohot (symexp bins) | twohot_symlog (2023) | mse (Normal(μ, 1), V1/V2)
+
+
+@dataclass
+class LossScales:
+    rec: float = 1.0
+    rew: float = 1.0
+    con: float = 1.0
+    dyn: float = 1.0
+    rep: float = 0.1
+    policy: float = 1.0
+    value: float = 1.0
+    repval: float = 0.3
+
+
+@dataclass
+class ModelConfig:
+    act: str = "silu"
+    norm: str = "rms"  # rms | layer | none
+    rssm: RSSMConfig = field(default_factory=RSSMConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    reward: HeadConfig = field(default_factory=lambda: HeadConfig(outscale=0.0))
+    cont: HeadConfig = field(default_factory=HeadConfig)
+    contdisc: bool = True  # fold the discount into the continue target (current version)
+
+
+@dataclass
+class ActorConfig:
+    units: int = 64
+    layers: int = 3
+    minstd: float = 0.1
+    maxstd: float = 1.0
+    unimix: float = 0.01
+    outscale: float = 0.01
+    entropy: float = 3e-4
+    dist: str = "bounded_normal"  # continuous actions: bounded_normal (Normal(tanh μ, σ)) | tanh_normal (V1)
+    init_std: float = 5.0  # tanh_normal: std = softplus(x + ln(e^init_std − 1)) + minstd
+    grad: str = "reinforce"  # reinforce | dynamics (backprop through the model) | auto (dynamics if continuous)
+    expl_noise: float = 0.0  # continuous: Gaussian noise added to training actions (V1: 0.3)
+
+
+@dataclass
+class CriticConfig:
+    units: int = 64
+    layers: int = 3
+    bins: int = 255
+    outscale: float = 0.0
+    slow_rate: float = 0.02  # EMA rate of the slow critic per update (1.0 = copy)
+    slow_every: int = 1  # updates between slow-critic updates (V2: copy every 100)
+    slow_reg: float = 1.0  # weight of the loss towards the slow critic
+    slow_target: bool = False  # bootstrap the λ-returns with the slow critic (V2's target network)
+    dist: str = "twohot"  # twohot | twohot_symlog (2023) | mse (V1/V2)
+
+
+@dataclass
+class ReturnNormConfig:
+    kind: str = "percentile"  # percentile | none (advantages unscaled, V1/V2)
+    rate: float = 0.01  # EMA rate: decay 0.99
+    limit: float = 1.0  # scale = max(limit, P_hi − P_lo)
+    lo: float = 5.0
+    hi: float = 95.0
+
+
+@dataclass
+class PlannerConfig:
+    """CEM planning (PlaNet): reverie/planning/cem.py."""
+
+    horizon: int = 12
+    candidates: int = 1000
+    iterations: int = 10
+    top_k: int = 100
+    value: bool = False  # add the critic's value at the horizon (trains an actor-critic too)
+
+
+@dataclass
+class BehaviorConfig:
+    imag_horizon: int = 15
+    imag_last: int = 0  # imagine from the last K posterior states of each sequence; 0 = all
+    horizon: int = 333  # γ = 1 − 1/horizon
+    lam: float = 0.95
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    retnorm: ReturnNormConfig = field(default_factory=ReturnNormConfig)
+    repval: bool = True  # replay value loss
+    kind: str = "actor_critic"  # actor_critic | planner (CEM on the world model, PlaNet)
+    planner: PlannerConfig = field(default_factory=lambda: PlannerConfig())
+
+
+@dataclass
+class AdamGroupConfig:
+    lr: float = 1e-4
+    eps: float = 1e-8
+    clip: float = 100.0  # global gradient-norm clip; 0 disables
+    wd: float = 0.0  # decoupled weight decay
+
+
+@dataclass
+class OptimConfig:
+    kind: str = "laprop"  # laprop: one optimiser (current) | adam: one per model, actor, critic (2023, V2, V1)
+    lr: float = 4e-5
+    eps: float = 1e-20
+    beta1: float = 0.9
+    beta2: float = 0.999
+    agc: float = 0.3  # adaptive gradient clipping; 0 disables
+    agc_pmin: float = 1e-3
+    warmup: int = 1000  # linear lr warm-up in updates
+    model: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(1e-4, 1e-8, 1000.0))
+    actor: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(3e-5, 1e-5, 100.0))
+    critic: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(3e-5, 1e-5, 100.0))
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    logdir: str = ""
+    batch_size: int = 16
+    batch_length: int = 64
+    env: EnvConfig = field(default_factory=EnvConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss_scales: LossScales = field(default_factory=LossScales)
