@@ -25,11 +25,12 @@ from reverie.distributions import TwoHot
 from reverie.errors import ConfigError
 
 SETTINGS = settings(max_examples=150, deadline=None)
+ROUND_TRIP = settings(max_examples=100, deadline=None)  # each example writes and parses a YAML file
 
 LEAVES = C.leaf_paths(C.Config())
 KEYS_BY_TYPE = {kind: sorted(k for k, t in LEAVES.items() if t is kind) for kind in (int, float, bool, str)}
 TUPLE_KEYS = sorted(k for k, t in LEAVES.items() if getattr(t, "__origin__", None) is tuple)
-# Keys whose value only the type constrains (no cross-field rule in `config.validate`).
+# Keys whose value only the type constrains (no rule in `config.validate`, or one that `fit_rules` meets).
 FREE_INTS = [k for k in KEYS_BY_TYPE[int] if k != "model.rssm.blocks"]  # `fit_rules` handles the others
 FREE_FLOATS = [k for k in KEYS_BY_TYPE[float] if k != "run.train_ratio"]  # must be > 0
 FREE_STRS = ["logdir", "env.id", "run.device", "model.act", "model.encoder.mlp_keys", "model.decoder.cnn_keys"]
@@ -54,8 +55,14 @@ def make(item: str) -> C.Config:
     return C.make_config([], [item])
 
 
-def round_trips(cfg: C.Config, tmp_path_factory) -> bool:
-    path = tmp_path_factory.mktemp("cfg") / "config.yaml"
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A file path for save/load round trips (module-scoped: hypothesis reruns the test body)."""
+    return tmp_path_factory.mktemp("cfg") / "config.yaml"
+
+
+def round_trips(cfg: C.Config, path) -> bool:
+    """`config.save` then `config.load` gives an equal config."""
     C.save(cfg, path)
     return C.load(path) == cfg
 
@@ -70,57 +77,57 @@ def bool_spellings(draw):
 
 # ------------------------------------------------------------------------------ config: valid values
 
-@SETTINGS
+@ROUND_TRIP
 @given(key=st.sampled_from(FREE_INTS), value=st.integers(min_value=64, max_value=2**53), data=st.data())
-def test_int_overrides_in_any_accepted_spelling_round_trip(key, value, data, tmp_path_factory):
+def test_int_overrides_in_any_accepted_spelling_round_trip(key, value, data, saved):
     value = fit_rules(key, value)
     text = data.draw(st.sampled_from([str(value), repr(float(value)), f"{value:.17e}", f" {value} "]))
     cfg = make(f"{key}={text}")
     assert C.get(cfg, key) == value and type(C.get(cfg, key)) is int
     assert C.get(C.make_config([], {key: value}), key) == value  # a YAML/Python int
-    assert round_trips(cfg, tmp_path_factory)
+    assert round_trips(cfg, saved)
 
 
-@SETTINGS
+@ROUND_TRIP
 @given(key=st.sampled_from(FREE_FLOATS), value=st.floats(allow_nan=False, allow_infinity=False))
-def test_float_overrides_round_trip_through_the_parser_and_the_saved_file(key, value, tmp_path_factory):
+def test_float_overrides_round_trip_through_the_parser_and_the_saved_file(key, value, saved):
     cfg = make(f"{key}={value!r}")
     assert C.get(cfg, key) == value and type(C.get(cfg, key)) is float
-    assert round_trips(cfg, tmp_path_factory)
+    assert round_trips(cfg, saved)
 
 
-@SETTINGS
+@ROUND_TRIP
 @given(key=st.sampled_from(KEYS_BY_TYPE[bool]), spelling=bool_spellings())
-def test_bool_overrides_accept_yaml_style_words_in_any_case(key, spelling, tmp_path_factory):
+def test_bool_overrides_accept_yaml_style_words_in_any_case(key, spelling, saved):
     text, value = spelling
     cfg = make(f"{key}={text}")
     assert C.get(cfg, key) is value
     assert C.get(C.make_config([], {key: value}), key) is value
-    assert round_trips(cfg, tmp_path_factory)
+    assert round_trips(cfg, saved)
 
 
-@SETTINGS
+@ROUND_TRIP
 @given(key=st.sampled_from(FREE_STRS), value=st.text(max_size=20))
-def test_string_overrides_are_kept_verbatim_and_survive_the_saved_yaml(key, value, tmp_path_factory):
+def test_string_overrides_are_kept_verbatim_and_survive_the_saved_yaml(key, value, saved):
     cfg = make(f"{key}={value}")  # everything after the first '=' is the value, '=' included
     assert C.get(cfg, key) == value
-    assert round_trips(cfg, tmp_path_factory)
+    assert round_trips(cfg, saved)
 
 
-@SETTINGS
+@ROUND_TRIP
 @given(
     key=st.sampled_from(TUPLE_KEYS),
     items=st.lists(st.integers(min_value=8, max_value=4096), min_size=1, max_size=6),
     form=st.sampled_from(["[{}]", "{}", "[ {} ]"]),
     sep=st.sampled_from([",", ", "]),
 )
-def test_list_overrides_give_tuples(key, items, form, sep, tmp_path_factory):
+def test_list_overrides_give_tuples(key, items, form, sep, saved):
     if key == "env.size":
         items = (items * 2)[:2]  # exactly (height, width)
     cfg = make(f"{key}={form.format(sep.join(map(str, items)))}")
     assert C.get(cfg, key) == tuple(items)
     assert C.get(C.make_config([], {key: items}), key) == tuple(items)  # a YAML list
-    assert round_trips(cfg, tmp_path_factory)
+    assert round_trips(cfg, saved)
 
 
 @settings(max_examples=60, deadline=None)  # builds from the default presets each time
@@ -190,7 +197,11 @@ def test_non_finite_floats_are_refused_naming_the_key(key, value):
 
 
 @SETTINGS
-@given(key=st.sampled_from(KEYS_BY_TYPE[bool]), value=st.text(max_size=8))
+@given(
+    key=st.sampled_from(KEYS_BY_TYPE[bool]),
+    value=st.sampled_from(["y", "n", "t", "f", "2", "-1", "1.0", "none", "null", "~", "", " true", "yes!"])
+    | st.text(max_size=8),
+)
 def test_a_bool_key_takes_only_the_listed_words(key, value):
     assume(value.lower() not in BOOL_WORDS)
     with raises_naming(key):
