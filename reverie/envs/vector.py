@@ -12,8 +12,10 @@ Env faults. With ``max_restarts > 0`` an env that raises (anything but a ``UserE
 worker process dies is rebuilt from its factory instead: a failed ``step`` returns, for that env,
 the end of its broken episode — its last observation with reward 0, ``is_last`` and not
 ``is_terminal`` — and the next ``step`` starts a new episode; a failed reset is retried on the
-rebuilt env. ``restarts`` counts them. An env that fails ``max_restarts`` times in a row (no
-successful step in between) raises ``WorkerError``.
+rebuilt env; a failed rebuild is one more fault. ``restarts`` counts rebuilds, each with a
+``RuntimeWarning`` naming the env, the error and its traceback's tail. More than ``max_restarts``
+faults of one env in a row (no successful step between) raise ``WorkerError``; a rebuilt env with
+other spaces raises ``EnvError``. Failures while the VecEnv is being built are never retried.
 """
 
 from __future__ import annotations
@@ -85,14 +87,20 @@ class _SerialBackend:
         except Exception as error:  # noqa: BLE001 - the caller restarts the env or re-raises
             return "error", _pack_error(error)
 
-    def restart(self, index: int) -> None:
-        old, new = self.envs[index], _as_gym_env(self.env_fns[index]())
+    def restart(self, index: int) -> tuple[str, Any]:
+        """Rebuild env `index`: ("ok", its spaces) or ("error", packed error)."""
+        try:
+            new = _as_gym_env(self.env_fns[index]())
+        except Exception as error:  # noqa: BLE001 - counted as one more fault by the caller
+            return "error", _pack_error(error)
+        old = self.envs[index]
         if new.env is not old.env:  # a factory of one env instance gives the same env back
             try:
                 old.close()
             except Exception:  # noqa: BLE001 - a broken env may fail to close too
                 pass
         self.envs[index] = new
+        return "ok", (new.obs_space, new.act_space)
 
     def close(self) -> None:
         envs, self.envs = self.envs, []
@@ -185,14 +193,20 @@ class _ParallelBackend:
             proc.join(timeout=1.0)
             return "died", f"the process exited unexpectedly (exit code {proc.exitcode})"
 
+    def _receive_one(self, index: int) -> tuple[str, Any]:
+        """``_receive`` with a death reported as ("error", packed error)."""
+        status, payload = self._receive(index)
+        if status != "ok":
+            self._failed.add(index)
+        return (status, payload) if status != "died" else ("error", (payload, "", None))
+
     def _receive_all(self, catch: bool = False) -> list[Any]:
         """Receive one answer from every worker (keeping all pipes in step), then raise the first
         error; with `catch`, return the (status, payload) answers instead ("died" as "error")."""
+        if catch:
+            return [self._receive_one(index) for index in range(len(self._conns))]
         answers = [self._receive(index) for index in range(len(self._conns))]
         self._failed.update(i for i, (status, _) in enumerate(answers) if status != "ok")
-        if catch:
-            return [(status, payload) if status != "died" else ("error", (payload, "", None))
-                    for status, payload in answers]
         for index, (status, payload) in enumerate(answers):
             if status == "error":
                 message, worker_traceback, user_error = payload
@@ -220,13 +234,10 @@ class _ParallelBackend:
             self._conns[index].send(command)
         except (BrokenPipeError, OSError):
             pass  # reported by _receive as a dead worker
-        status, payload = self._receive(index)
-        if status != "ok":
-            self._failed.add(index)
-        return (status, payload) if status != "died" else ("error", (payload, "", None))
+        return self._receive_one(index)
 
-    def restart(self, index: int) -> None:
-        """Replace worker `index` (stopped after an error, or dead) by a fresh one."""
+    def restart(self, index: int) -> tuple[str, Any]:
+        """Replace worker `index` (stopped or dead) by a fresh one: ("ok", spaces) or ("error", packed)."""
         conn, proc = self._conns[index], self._procs[index]
         if proc is not None and proc.is_alive():
             proc.terminate()
@@ -235,11 +246,10 @@ class _ParallelBackend:
         if conn is not None:
             conn.close()
         self._start_worker(index)
-        status, payload = self._receive(index)  # the new worker's spaces, or its construction error
-        if status != "ok":
-            self._failed.add(index)
-            raise WorkerError(index, f"it could not be restarted: {payload[0] if status == 'error' else payload}")
-        self._failed.discard(index)
+        answer = self._receive_one(index)  # the new worker's spaces, or its construction error
+        if answer[0] == "ok":
+            self._failed.discard(index)
+        return answer
 
     def close(self) -> None:
         for conn, proc in zip(self._conns, self._procs):
@@ -363,7 +373,14 @@ class VecEnv:
             if status == "ok" and name == "step":
                 self._fault_streak[index] = 0
             while status != "ok":
-                self._restart(index, payload)
+                self._count_fault(index, payload)
+                status, payload = self._backend.restart(index)
+                if status != "ok":
+                    continue  # the rebuild failed: one more fault
+                if payload != (self.obs_space, self.act_space):
+                    raise EnvError(f"env {index} was rebuilt after a fault with different observation/action "
+                                   "spaces; its factory must always build the same kind of env")
+                self.restarts += 1
                 if name == "step":  # the broken episode ends here; the next step resets
                     status, payload = "ok", _cut_episode(self._last_rows[index])
                 else:  # a reset must give a first step: retry it on the rebuilt env
@@ -372,7 +389,8 @@ class VecEnv:
             steps.append(payload)
         return steps
 
-    def _restart(self, index: int, packed_error: tuple) -> None:
+    def _count_fault(self, index: int, packed_error: tuple) -> None:
+        """Re-raise a UserError or a fault past the limit; otherwise warn that env `index` restarts."""
         message, worker_traceback, user_error = packed_error
         if user_error is not None:
             raise user_error
@@ -381,11 +399,10 @@ class VecEnv:
             raise WorkerError(index, f"{message} (it failed {self._fault_streak[index]} times in a row, more than "
                                      f"env.max_restarts={self.max_restarts}; the env itself is broken)",
                               worker_traceback)
-        tail = worker_traceback.strip().splitlines()[-6:]
-        warnings.warn(f"env {index} failed ({message}); restarting it" + ("\n" + "\n".join(tail) if tail else ""),
-                      RuntimeWarning, stacklevel=3)
-        self._backend.restart(index)
-        self.restarts += 1
+        tail = worker_traceback.strip().splitlines()[-20:]  # the innermost frames and the error
+        warnings.warn(f"env {index} failed ({message}); restarting it (fault {self._fault_streak[index]} in a row, "
+                      f"{self.restarts} restarts so far)" + ("\n" + "\n".join(tail) if tail else ""),
+                      RuntimeWarning, stacklevel=4)  # unique text: the default filter shows each one
 
     def render(self) -> list[Any]:
         """``render()`` of every env, in order."""
