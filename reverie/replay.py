@@ -259,6 +259,8 @@ class Replay:
         order, ending at the current oldest time. Keeps the newest ones that fit in the capacity;
         returns how many per env were stored (0 once the buffer is full)."""
         arrays = {key: np.asarray(value) for key, value in steps.items()}
+        if not arrays:
+            return 0
         lengths = {array.shape[1] if array.ndim > 1 else -1 for array in arrays.values()}
         if len(lengths) != 1 or min(lengths) < 0 or any(a.shape[0] != self.num_envs for a in arrays.values()):
             raise CheckpointError(
@@ -267,6 +269,11 @@ class Replay:
             )
         if min(lengths) == 0:
             return 0
+        if min(lengths) > self._first:
+            raise CheckpointError(
+                f"replay steps reach back {min(lengths)} steps from time {self._first}, before the run's first "
+                "step: the replay files are corrupt; delete the logdir's replay/ folder to resume with an empty replay"
+            )
         if not self._data:
             self._allocate({key: array[:, 0] for key, array in arrays.items()})
         if arrays.keys() != self._data.keys():
@@ -320,32 +327,9 @@ class Replay:
                     f"{getattr(self, name)}: resume with the same replay.capacity, env.num_envs and "
                     "batch_length, or start a new logdir"
                 )
-        data = state.get("data", {}) if data is None else data
         added = int(state["added"])
-        shapes = {key: np.shape(array) for key, array in data.items()}
-        lengths = {shape[1] if len(shape) > 1 else -1 for shape in shapes.values()}
-        stored = lengths.pop() if len(lengths) == 1 else -1
-        if data and not 0 <= stored <= min(added, self.per_env_capacity):
-            raise CheckpointError(
-                f"replay data has shapes {shapes}, expected ({self.num_envs}, n, ...) with the same "
-                f"n ≤ {min(added, self.per_env_capacity)} for every key: the replay files are corrupt; delete "
-                "the logdir's replay/ folder to resume with an empty replay"
-            )
-        stored = max(stored, 0)
-        slots = np.arange(added - stored, added, dtype=np.int64) % self.per_env_capacity  # (stored,)
-        restored = {}
-        for key, array in data.items():
-            array = np.asarray(array)
-            if array.shape[0] != self.num_envs:
-                raise CheckpointError(
-                    f"replay data '{key}' holds {array.shape[0]} envs but this run has {self.num_envs}: "
-                    "resume with the same env.num_envs or start a new logdir"
-                )
-            # Own storage of the full capacity: no aliasing with the caller's arrays.
-            restored[key] = np.zeros((self.num_envs, self.per_env_capacity, *array.shape[2:]), array.dtype)
-            restored[key][:, slots] = array
-        self._data = restored
-        self._added, self._first = added, added - stored
+        self._data, self._added, self._first = {}, added, added  # empty, then filled backwards
+        self.prepend_steps(state.get("data", {}) if data is None else data)  # copies: no aliasing
         self._rng.bit_generator.state = state["rng"]
         # `online` stays as this run configures it; a run resumed without it drops the queue.
         queue = np.asarray(state["queue"], np.int64).reshape(-1, 2) if self.online else np.empty((0, 2))

@@ -102,6 +102,10 @@ class ActorCritic(nn.Module):
         weight = due.to(slow[0].dtype) * c.slow_rate  # () rate or 0
         torch._foreach_lerp_(slow, list(self.critic.parameters()), [weight] * len(slow))
 
+    def model_grad(self):
+        """Gradients through the world model in imagination only for dynamics backprop."""
+        return contextlib.nullcontext() if self.backprop else torch.no_grad()
+
     def imagine(self, wm: WorldModel, start: dict[str, torch.Tensor], horizon: int):
         """Roll the prior forward with actions from the policy.
 
@@ -113,7 +117,7 @@ class ActorCritic(nn.Module):
         dynamics backprop everything keeps its graph: reparameterised actions → model → features.
         """
         state = start
-        model_grad = contextlib.nullcontext() if self.backprop else torch.no_grad()
+        model_grad = self.model_grad()
         with model_grad:
             feats = [wm.features(state)]
             dtype = ops.compute_dtype(feats[0])  # every head reads these features: cast them once
@@ -142,7 +146,7 @@ class ActorCritic(nn.Module):
         data = {k: v[:, -K:] for k, v in data.items()}
         start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B·K, ...)
         feat, action, policy_raw = self.imagine(wm, start, self.cfg.imag_horizon)  # (N, H+1, ·)
-        with contextlib.nullcontext() if self.backprop else torch.no_grad():
+        with self.model_grad():
             reward = wm.reward(feat).mean()  # (N, H+1)
             cont = wm.cont(feat).mean()  # (N, H+1): γ·(1 − terminal) when contdisc
         disc = 1.0 if contdisc else self.discount
@@ -151,11 +155,11 @@ class ActorCritic(nn.Module):
         value_dist = self.critic(feat.detach())
         value = value_dist.mean().detach()  # (N, H+1)
         slow_value = self.slow_critic(feat.detach()).mean().detach()
-        target_critic = self.slow_critic if self.cfg.critic.slow_target else self.critic
-        if self.backprop:  # bootstrap values differentiable through the imagined features
-            boot = target_critic(feat).mean()
+        base = slow_value if self.cfg.critic.slow_target else value  # baseline and bootstrap values
+        if self.backprop:  # the bootstrap, differentiable through the imagined features
+            boot = (self.slow_critic if self.cfg.critic.slow_target else self.critic)(feat).mean()
         else:
-            boot = slow_value if self.cfg.critic.slow_target else value
+            boot = base
         ret = ops.lambda_return(reward, disc * cont, torch.full_like(cont, self.cfg.lam), boot)  # (N, H)
         if self.cfg.retnorm.kind == "percentile":
             if self.training:
@@ -163,7 +167,6 @@ class ActorCritic(nn.Module):
             _, scale = self.retnorm.stats()
         else:
             scale = torch.ones((), device=ret.device)
-        base = slow_value if self.cfg.critic.slow_target else value
         adv = (ret - base[:, :-1]) / scale  # (N, H)
 
         policy = self.actor.dist(policy_raw)

@@ -55,9 +55,8 @@ class ReplayStore:
         """Chunk files, oldest first."""
         if not self.folder.is_dir():
             return []
-        found = (CHUNK_PATTERN.match(p.name) and Chunk(*map(int, CHUNK_PATTERN.match(p.name).groups()), p)
-                 for p in self.folder.iterdir())
-        return sorted((c for c in found if c), key=lambda c: (c.start, c.end))
+        matches = ((CHUNK_PATTERN.match(path.name), path) for path in self.folder.iterdir())
+        return sorted((Chunk(int(m[1]), int(m[2]), path) for m, path in matches if m), key=lambda c: (c.start, c.end))
 
     # ----------------------------------------------------------------------------- writing
 
@@ -95,7 +94,7 @@ class ReplayStore:
         for leftover in self.folder.glob(".chunk_*.tmp") if self.folder.is_dir() else ():
             leftover.unlink(missing_ok=True)  # a write cut short by a crash
         replay, added = self.replay, int(replay_state["added"])
-        replay.load_state_dict({k: v for k, v in replay_state.items() if k != "data"}, data={})
+        replay.load_state_dict(replay_state, data={})
         before, after = self._chains(added)
         for chunk in before:  # newest first, until the capacity is full
             steps = self._read(chunk, chunk.start, min(chunk.end, added))

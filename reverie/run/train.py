@@ -86,6 +86,7 @@ class Trainer:
                              cfg.replay.online, cfg.seed)
         self.store = ReplayStore(self.logdir / "replay", self.replay, cfg.replay.chunk_length)
         self.nonfinite_flags: list[torch.Tensor] = []  # per update, not yet checked on the host
+        self.recovered_steps = 0  # env steps found in replay chunks written after the checkpoint
         self.counters = Counters(next_eval=0 if cfg.run.eval_every else -1)
         self.rng = np.random.default_rng(cfg.seed)
         self.report_rng = np.random.default_rng(cfg.seed + 1)  # report batches leave training's RNG alone
@@ -182,7 +183,7 @@ class Trainer:
         self.progress.log(self.replay_summary())
         self.progress.log(f"{'resumed' if resumed else 'started'} at step {c.step:,}; {self.updates_per_step:.4g} "
                           f"updates per policy step (train_ratio {cfg.run.train_ratio:g})")
-        if getattr(self, "recovered_steps", 0):
+        if self.recovered_steps:
             self.progress.log(f"recovered {self.recovered_steps:,} env steps from replay chunks written after "
                               "the checkpoint; the updates they earned run first")
         self.last_eval: dict[str, float] = {}
