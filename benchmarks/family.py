@@ -8,6 +8,12 @@ the planner 100 candidates × 5 iterations (top 10). Those overrides replace the
 shapes and schedules (Dreamer v1 and PlaNet: 50 × 50, 100 updates every 1000 steps) — the cost of
 those on a 2-core CPU is in the README. `--parallel 2` runs two presets at a time (one per core).
 
+PlaNet repeats each action (R = 2–8 per DeepMind Control task in its paper, 4 for most), so its
+12-step plans look 12·R env steps ahead; it runs here with R = 4 (ACTION_REPEAT). The budget stays
+in env steps: such a run gets steps/R agent steps, evaluates every eval_every/R agent steps and
+replays train_ratio·R samples per agent step, the same updates per env step as the others; its
+curve, steps to the threshold and final step are reported in env steps.
+
     python benchmarks/family.py                                  # Pendulum-v1, 4 presets + dreamerv3, seed 0
     python benchmarks/family.py --seeds 0 1 --steps 50000 --parallel 2
 
@@ -32,6 +38,12 @@ BUDGET = ["batch_size=16", "batch_length=32", "behavior.imag_last=16", "run.trai
           "run.prefill=1000", "run.eval_every=2500", "run.eval_episodes=3", "behavior.planner.candidates=100",
           "behavior.planner.iterations=5", "behavior.planner.top_k=10", "run.threads=1"]
 THRESHOLDS = {"Pendulum-v1": -400.0, "CartPole-v1": 475.0}
+ACTION_REPEAT = {"planet": 4}  # env steps per agent step, for presets whose method defines one
+
+
+def setting(overrides: list[str], key: str) -> float:
+    """The last value given for `key` in key=value overrides."""
+    return float(next(o.split("=", 1)[1] for o in reversed(overrides) if o.startswith(key + "=")))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -44,6 +56,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-minutes", type=float, default=90.0, help="wall-clock limit per seed")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--runs-dir", default="/tmp/reverie_family_runs")
+    parser.add_argument("--extend", action="store_true",
+                        help="continue shorter finished runs of the same config up to --steps (learning.py --extend)")
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = BUDGET + overrides  # later keys win
@@ -53,12 +67,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run_preset(args: argparse.Namespace, preset: str) -> Path:
     """learning.py for one preset; returns its JSON result."""
     threshold = THRESHOLDS.get(args.task)
+    repeat, overrides, name = ACTION_REPEAT.get(preset, 1), args.overrides, preset
+    if repeat > 1:  # the same budget in env steps (see the module docstring)
+        overrides = [*overrides, f"env.action_repeat={repeat}",
+                     f"run.eval_every={int(setting(overrides, 'run.eval_every')) // repeat}",
+                     f"run.train_ratio={setting(overrides, 'run.train_ratio') * repeat:g}"]
+        name = f"{preset}_repeat{repeat}"
     command = [sys.executable, str(HERE / "learning.py"), "--task", args.task, "--preset", preset,
-               "--seeds", *map(str, args.seeds), "--steps", str(args.steps), "--out", args.out,
-               "--runs-dir", f"{args.runs_dir}/{preset}", "--max-minutes", str(args.max_minutes),
+               "--seeds", *map(str, args.seeds), "--steps", str(args.steps // repeat), "--out", args.out,
+               "--runs-dir", f"{args.runs_dir}/{name}", "--max-minutes", str(args.max_minutes),
                *(["--threshold", str(threshold), "--stay-threshold", str(threshold)] if threshold is not None else []),
-               *args.overrides]
-    log = Path(args.runs_dir) / f"{preset}.log"
+               *(["--extend"] if args.extend else []), *overrides]
+    log = Path(args.runs_dir) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
@@ -75,15 +95,7 @@ def main(argv: list[str]) -> int:
         paths = dict(zip(args.presets, pool.map(lambda p: run_preset(args, p), args.presets)))
     results = {preset: json.loads(path.read_text()) for preset, path in paths.items()}
     threshold = THRESHOLDS.get(args.task)
-    rows = []
-    for preset, result in results.items():
-        for seed in result["seeds"]:
-            curve = seed["eval_curve"]
-            best = max((mean for _, mean, _ in curve), default=None)
-            rows.append({"preset": preset, "seed": seed["seed"], "final_step": seed["final_step"],
-                         "steps_to_threshold": seed["steps_to_threshold"], "best_eval": best,
-                         "last3": seed["last3_eval_returns"], "updates": seed["updates"], "wall_s": seed["wall_s"],
-                         "eval_curve": curve})
+    rows = rows_of(results)
     summary = {"task": args.task, "threshold": threshold, "steps": args.steps, "seeds": args.seeds,
                "overrides": args.overrides, "command": " ".join(["python", "benchmarks/family.py", *argv]),
                "wall_s": round(time.monotonic() - start, 1), "git_commit": next(iter(results.values()))["git_commit"],
@@ -97,6 +109,23 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def rows_of(results: dict[str, dict]) -> list[dict[str, Any]]:
+    """One table row per preset and seed from learning.py results, with steps in env steps."""
+    rows = []
+    for preset, result in results.items():
+        repeat = result["config"]["resolved"]["env"]["action_repeat"]
+        for seed in result["seeds"]:
+            curve = [(step * repeat, mean, std) for step, mean, std in seed["eval_curve"]]
+            hit = seed["steps_to_threshold"]
+            rows.append({"preset": preset, "seed": seed["seed"], "action_repeat": repeat,
+                         "final_step": seed["final_step"] * repeat,
+                         "steps_to_threshold": None if hit is None else hit * repeat,
+                         "best_eval": max((mean for _, mean, _ in curve), default=None),
+                         "last3": seed["last3_eval_returns"], "updates": seed["updates"], "wall_s": seed["wall_s"],
+                         "eval_curve": curve})
+    return rows
+
+
 def markdown(summary: dict[str, Any]) -> str:
     fmt = lambda v: "—" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}")  # noqa: E731
     thr = summary["threshold"]
@@ -106,7 +135,8 @@ def markdown(summary: dict[str, Any]) -> str:
              f"| preset | seed | steps to {thr:g} | best eval | last 3 evals | updates | wall |",
              "|---|---|---|---|---|---|---|"]
     for r in summary["runs"]:
-        lines.append(f"| `{r['preset']}` | {r['seed']} | {fmt(r['steps_to_threshold'])} | {fmt(r['best_eval'])} | "
+        repeat = f" (action repeat {r['action_repeat']})" if r.get("action_repeat", 1) > 1 else ""
+        lines.append(f"| `{r['preset']}`{repeat} | {r['seed']} | {fmt(r['steps_to_threshold'])} | {fmt(r['best_eval'])} | "
                      f"{', '.join(fmt(v) for v in r['last3'])} | {fmt(r['updates'])} | "
                      f"{(r['wall_s'] or 0) / 60:.0f} min |")
     lines += ["", "![curves](" + f"family_{summary['task'].replace(':', '_')}.png)", "", "```", summary["command"], "```", ""]

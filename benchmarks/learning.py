@@ -16,7 +16,8 @@ DreamerV3 curve is drawn beside ours, in environment frames (policy steps × act
 table compares the values at the end of the run, both as the mean of the evals in its last 30K frames.
 
 A seed whose logdir already holds a finished run with the same config is reused, not rerun
-(--rerun deletes it first). Writes learning_<task>[_<presets>].json, .md and .png (the plot needs
+(--rerun deletes it first); with --extend, a finished shorter run of the same config is resumed up
+to --steps (its wall-clock and eval times continue from the first part). Writes learning_<task>[_<presets>].json, .md and .png (the plot needs
 matplotlib).
 
     python benchmarks/learning.py                                  # CartPole-v1, seeds 0 1 2
@@ -77,6 +78,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="level the last 3 evals must hold (CartPole: 450; else --threshold)")
     parser.add_argument("--max-minutes", type=float, default=45.0, help="wall-clock limit per seed")
     parser.add_argument("--rerun", action="store_true", help="delete existing runs and train afresh")
+    parser.add_argument("--extend", action="store_true",
+                        help="resume finished shorter runs of the same config up to --steps instead of rerunning")
     parser.add_argument("--reference", default=None, choices=reference_curves.available(),
                         help="published DreamerV3 curve to compare with")
     # Overrides are split off by hand: argparse would feed them to the greedy --seeds list.
@@ -102,7 +105,8 @@ def is_finished(logdir: Path, steps: int) -> bool:
 
 
 def config_mismatch(logdir: Path, expected: dict[str, Any]) -> list[str]:
-    """Config keys where the saved run differs from what this benchmark would run (logdir aside)."""
+    """Config keys where the saved run differs from what this benchmark would run (logdir aside;
+    run.steps too, since the checkpoints say how far a run got)."""
     def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
         items: dict[str, Any] = {}
         for key, value in tree.items():
@@ -110,25 +114,29 @@ def config_mismatch(logdir: Path, expected: dict[str, Any]) -> list[str]:
         return items
 
     saved, wanted = flat(yaml.safe_load((logdir / "config.yaml").read_text())), flat(expected)
-    return sorted(k for k in saved.keys() | wanted.keys() if k != "logdir" and saved.get(k) != wanted.get(k))
+    return sorted(k for k in saved.keys() | wanted.keys()
+                  if k not in ("logdir", "run.steps") and saved.get(k) != wanted.get(k))
 
 
-def train_seed(args: argparse.Namespace, seed: int, logdir: Path) -> dict[str, Any]:
-    """Run `reverie train` for one seed; tee its output; timestamp eval lines; kill at the limit."""
-    command = [sys.executable, "-m", "reverie.cli", "train", "--env", args.task, "--logdir", str(logdir),
-               "--seed", str(seed), "--steps", str(args.steps), "--no-progress",
-               *[f"--preset={p}" for p in args.preset], *args.overrides]
+def train_seed(args: argparse.Namespace, seed: int, logdir: Path, before: dict | None = None) -> dict[str, Any]:
+    """Run `reverie train` for one seed; tee its output; timestamp eval lines; kill at the limit.
+    `before`: the record of the finished first part of the run that this call resumes."""
+    command = [sys.executable, "-m", "reverie.cli", "train", "--logdir", str(logdir), "--steps", str(args.steps),
+               "--no-progress"]
+    if before is None:
+        command += ["--env", args.task, "--seed", str(seed), *[f"--preset={p}" for p in args.preset], *args.overrides]
     logdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
-    eval_times: dict[int, float] = {}
+    offset = before["wall_s"] if before else 0.0  # times continue from the first part
+    eval_times: dict[int, float] = {int(k): v for k, v in before["eval_times"].items()} if before else {}
     final_eval_time: list[float] = []
-    start = time.monotonic()
+    start = time.monotonic() - offset
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             text=True, encoding="utf-8", errors="replace", start_new_session=True)
 
     def tee() -> None:
-        with open(logdir / "stdout.log", "w", encoding="utf-8") as log:
+        with open(logdir / "stdout.log", "a" if before else "w", encoding="utf-8") as log:
             for line in proc.stdout:
                 now = time.monotonic() - start
                 log.write(line)
@@ -153,6 +161,8 @@ def train_seed(args: argparse.Namespace, seed: int, logdir: Path) -> dict[str, A
         raise
     wall = time.monotonic() - start
     reader.join(timeout=10)
+    if before:
+        started_at, command = before["started_at"], [*before["command"], "&&", *command]
     record = {"command": command, "started_at": started_at, "wall_s": wall, "returncode": proc.returncode,
               "timed_out": timed_out, "eval_times": {str(k): v for k, v in eval_times.items()},
               "final_eval_time": final_eval_time[0] if final_eval_time else None}
@@ -174,7 +184,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def analyse_seed(args: argparse.Namespace, seed: int, logdir: Path, record: dict | None,
-                 cfg: dict[str, Any], reused: bool) -> dict[str, Any]:
+                 cfg: dict[str, Any], action: str) -> dict[str, Any]:
     rows = read_metrics(logdir) if (logdir / "metrics.jsonl").is_file() else []
     curve = [(r["step"], r["eval/return_mean"], r.get("eval/return_std")) for r in rows
              if r.get("eval/return_mean") is not None]
@@ -194,7 +204,7 @@ def analyse_seed(args: argparse.Namespace, seed: int, logdir: Path, record: dict
     elif record.get("returncode") not in (None, 0):
         status = f"failed (exit {record['returncode']})"
     else:
-        status = "reused" if reused else "done"
+        status = {"reuse": "reused", "extend": "extended", "train": "done"}[action]
     return {
         "seed": seed, "status": status, "logdir": str(logdir), "final_step": final_step,
         "steps_to_threshold": hit[0] if hit else None,
@@ -368,15 +378,20 @@ def git(*args: str) -> str:
         return ""
 
 
-def plan_seed(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, Any], bool]:
-    """The seed's logdir, its resolved config, and whether a finished run there is reused."""
+def plan_seed(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, Any], str]:
+    """The seed's logdir, its resolved config, and what to do there: "reuse" a finished run,
+    "extend" a finished shorter one (--extend), or "train" afresh."""
     logdir = Path(args.runs_dir) / task_slug(args.task) / f"seed{seed}"
     cfg = config_lib.to_dict(api.build_config(args.task, args.preset, args.overrides, logdir, args.steps, seed))
-    reused = not args.rerun and (logdir / "config.yaml").is_file() and is_finished(logdir, args.steps)
-    if reused and (diff := config_mismatch(logdir, cfg)):
+    if args.rerun or not (logdir / "config.yaml").is_file():
+        return logdir, cfg, "train"
+    record = json.loads((logdir / RECORD).read_text()) if (logdir / RECORD).is_file() else {}
+    completed = record.get("returncode") == 0 and not record.get("timed_out") and list_checkpoints(logdir / "checkpoints")
+    action = "reuse" if is_finished(logdir, args.steps) else "extend" if args.extend and completed else "train"
+    if action != "train" and (diff := config_mismatch(logdir, cfg)):
         raise UserError(f"{logdir} holds a finished run with another config ({', '.join(diff[:5])}); "
                         "pass --rerun or another --runs-dir")
-    return logdir, cfg, reused
+    return logdir, cfg, action
 
 
 def describe(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -385,7 +400,8 @@ def describe(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
                "--steps", str(args.steps), "--threshold", f"{args.threshold:g}", "--stay-threshold",
                f"{args.stay_threshold:g}", "--max-minutes", f"{args.max_minutes:g}",
                *[f"--preset={p}" for p in args.preset], "--out", args.out, "--runs-dir", args.runs_dir,
-               *(["--reference", args.reference] if args.reference else []), *args.overrides]
+               *(["--reference", args.reference] if args.reference else []), *(["--extend"] if args.extend else []),
+               *args.overrides]
     run = cfg["run"]
     return {
         "config": {"task": args.task, "seeds": args.seeds, "steps": args.steps, "threshold": args.threshold,
@@ -410,16 +426,19 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     plans = {seed: plan_seed(args, seed) for seed in args.seeds}  # config errors before any training
     seeds = []
-    for seed, (logdir, cfg, reused) in plans.items():
-        if reused:
+    for seed, (logdir, cfg, action) in plans.items():
+        record = json.loads((logdir / RECORD).read_text()) if (logdir / RECORD).is_file() else None
+        if action == "reuse":
             print(f"[seed {seed}] reusing the finished run in {logdir}")
-            record = json.loads((logdir / RECORD).read_text()) if (logdir / RECORD).is_file() else None
+        elif action == "extend":
+            print(f"[seed {seed}] extending the finished run in {logdir} to {args.steps:,} steps")
+            record = train_seed(args, seed, logdir, before=record)
         else:
             if logdir.exists():
                 print(f"[seed {seed}] deleting the {'old' if args.rerun else 'unfinished'} run in {logdir}")
                 shutil.rmtree(logdir)
             record = train_seed(args, seed, logdir)
-        seeds.append(analyse_seed(args, seed, logdir, record, cfg, reused))
+        seeds.append(analyse_seed(args, seed, logdir, record, cfg, action))
     result = {**describe(args, cfg), "seeds": seeds,
               "summary": summarise(args, seeds, cfg["env"]["action_repeat"])}
     out, stem = Path(args.out), "_".join(["learning", task_slug(args.task), *args.preset])

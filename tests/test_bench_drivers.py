@@ -1,0 +1,87 @@
+"""The benchmark drivers' bookkeeping, without training: which runs `benchmarks/learning.py`
+reuses, extends or retrains, and how `benchmarks/family.py` keeps an action-repeating preset on the
+same env-step budget as the others."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from reverie import api
+from reverie import config as config_lib
+from reverie.errors import UserError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import family  # noqa: E402
+import learning  # noqa: E402
+
+OVERRIDES = ["run.prefill=100", "run.eval_every=200"]
+
+
+def fake_run(runs_dir: Path, steps_done: int, overrides=OVERRIDES, returncode=0) -> Path:
+    """A logdir as a finished `reverie train` leaves it: config, one checkpoint, the timing record."""
+    logdir = runs_dir / "CartPole-v1" / "seed0"
+    (logdir / "checkpoints").mkdir(parents=True)
+    config_lib.save(api.build_config("CartPole-v1", ["debug"], overrides, logdir, steps_done, 0), logdir / "config.yaml")
+    (logdir / "checkpoints" / f"ckpt_{steps_done:09d}.pt").write_bytes(b"")
+    record = {"command": ["reverie"], "started_at": "t", "wall_s": 5.0, "returncode": returncode,
+              "timed_out": False, "eval_times": {"0": 1.0}, "final_eval_time": 5.0}
+    (logdir / learning.RECORD).write_text(json.dumps(record))
+    return logdir
+
+
+def plan(runs_dir: Path, steps: int, *flags: str, overrides=OVERRIDES) -> str:
+    args = learning.parse_args(["--seeds", "0", "--steps", str(steps), "--preset", "debug", "--threshold", "475",
+                                "--runs-dir", str(runs_dir), *flags, *overrides])
+    return learning.plan_seed(args, 0)[2]
+
+
+def test_a_finished_run_is_reused_and_a_shorter_one_extended_only_when_asked(tmp_path):
+    fake_run(tmp_path, 400)
+    assert plan(tmp_path, 400) == "reuse"
+    assert plan(tmp_path, 300) == "reuse"
+    assert plan(tmp_path, 800) == "train"
+    assert plan(tmp_path, 800, "--extend") == "extend"
+    assert plan(tmp_path, 800, "--extend", "--rerun") == "train"
+
+
+def test_a_failed_run_is_not_extended(tmp_path):
+    fake_run(tmp_path, 400, returncode=1)
+    assert plan(tmp_path, 800, "--extend") == "train"
+
+
+def test_extending_a_run_of_another_config_is_refused(tmp_path):
+    fake_run(tmp_path, 400)
+    with pytest.raises(UserError, match="run.prefill"):
+        plan(tmp_path, 800, "--extend", overrides=["run.prefill=50", "run.eval_every=200"])
+
+
+def test_action_repeat_keeps_the_env_step_budget(tmp_path, monkeypatch):
+    commands = []
+
+    def record(command, **kwargs):
+        commands.append(command)
+        out = Path(command[command.index("--out") + 1])
+        (out / "learning_Pendulum-v1_planet.json").write_text("{}")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(family.subprocess, "run", record)
+    args = family.parse_args(["--steps", "50000", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "runs"),
+                              "run.train_ratio=16"])
+    family.run_preset(args, "planet")
+    command = commands[0]
+    assert family.ACTION_REPEAT["planet"] == 4
+    assert command[command.index("--steps") + 1] == "12500"  # agent steps: 50K env steps / 4
+    assert command[command.index("--runs-dir") + 1] == str(tmp_path / "runs" / "planet_repeat4")
+    # Later overrides win: eval every 2500 / 4 agent steps, train ratio 16 · 4 samples per agent step.
+    assert command[-3:] == ["env.action_repeat=4", "run.eval_every=625", "run.train_ratio=64"]
+
+
+def test_rows_of_an_action_repeating_preset_are_in_env_steps():
+    seed = {"seed": 0, "final_step": 12_500, "steps_to_threshold": 5_000, "last3_eval_returns": [-300.0],
+            "updates": 10, "wall_s": 60.0, "eval_curve": [[0, -1200.0, 5.0], [5_000, -300.0, 2.0]]}
+    result = {"config": {"resolved": {"env": {"action_repeat": 4}}}, "seeds": [seed]}
+    rows = family.rows_of({"planet": result})
+    assert rows[0]["final_step"] == 50_000 and rows[0]["steps_to_threshold"] == 20_000
+    assert [point[0] for point in rows[0]["eval_curve"]] == [0, 20_000]
