@@ -300,5 +300,18 @@ def save(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+# Keys that earlier versions wrote to a run's config.yaml and that no longer exist, each with why
+# dropping it changes nothing; `load` drops them so that those runs still resume and evaluate.
+RETIRED_KEYS = {
+    "model.encoder.dist": "encoders have no likelihood; it was inherited from the decoder's fields",
+}
+
+
 def load(path: str | Path) -> Config:
-    return make_config(overrides=yaml.safe_load(Path(path).read_text()) or {})
+    """A run's saved config.yaml; keys in RETIRED_KEYS are dropped, any other unknown key is an error."""
+    values = _flatten(yaml.safe_load(Path(path).read_text()) or {})
+    for key in RETIRED_KEYS:
+        values.pop(key, None)
+    cfg = update(Config(), values, source=str(path))
+    validate(cfg)
+    return cfg

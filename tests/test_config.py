@@ -69,6 +69,17 @@ def test_save_and_load_round_trip(tmp_path):
     assert C.load(tmp_path / "config.yaml") == cfg
 
 
+def test_a_saved_config_of_an_earlier_version_loads_without_its_retired_keys(tmp_path):
+    cfg = C.make_config(C.compose_presets(["debug"]), ["seed=7"])
+    C.save(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text().replace("  encoder:\n", "  encoder:\n    dist: mse\n", 1)
+    (tmp_path / "config.yaml").write_text(text)
+    assert "dist: mse" in text and C.load(tmp_path / "config.yaml") == cfg
+    (tmp_path / "config.yaml").write_text(text.replace("  encoder:\n", "  encoder:\n    colour: red\n", 1))
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.encoder.colour' in .*config.yaml"):
+        C.load(tmp_path / "config.yaml")
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.text(min_size=1, max_size=30).filter(lambda s: "*" not in s and s not in C.leaf_paths(C.Config())))
 def test_any_unknown_key_is_a_config_error(key):
