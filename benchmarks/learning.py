@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from reverie import api
 from reverie import config as config_lib
@@ -113,7 +112,7 @@ def config_mismatch(logdir: Path, expected: dict[str, Any]) -> list[str]:
             items.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
         return items
 
-    saved, wanted = flat(yaml.safe_load((logdir / "config.yaml").read_text())), flat(expected)
+    saved, wanted = flat(config_lib.to_dict(config_lib.load(logdir / "config.yaml"))), flat(expected)
     return sorted(k for k in saved.keys() | wanted.keys()
                   if k not in ("logdir", "run.steps") and saved.get(k) != wanted.get(k))
 
