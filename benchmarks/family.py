@@ -58,6 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs-dir", default="/tmp/reverie_family_runs")
     parser.add_argument("--extend", action="store_true",
                         help="continue shorter finished runs of the same config up to --steps (learning.py --extend)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: tabulate the existing runs as they are (learning.py --report)")
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = BUDGET + overrides  # later keys win
@@ -77,7 +79,8 @@ def run_preset(args: argparse.Namespace, preset: str) -> Path:
                "--seeds", *map(str, args.seeds), "--steps", str(args.steps // repeat), "--out", args.out,
                "--runs-dir", f"{args.runs_dir}/{name}", "--max-minutes", str(args.max_minutes),
                *(["--threshold", str(threshold), "--stay-threshold", str(threshold)] if threshold is not None else []),
-               *(["--extend"] if args.extend else []), *overrides]
+               *(["--extend"] if args.extend else []),
+               *(["--report"] if args.report else []), *overrides]
     log = Path(args.runs_dir) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
@@ -130,13 +133,13 @@ def markdown(summary: dict[str, Any]) -> str:
     fmt = lambda v: "—" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}")  # noqa: E731
     thr = summary["threshold"]
     lines = [f"# The Dreamer family on {summary['task']}", "",
-             f"Commit `{summary['git_commit'][:12]}`; {summary['steps']:,} env steps per run; the same budget for "
+             f"Commit `{summary['git_commit'][:12]}`; up to {summary['steps']:,} env steps per run; the same budget for "
              f"every preset: `{' '.join(summary['overrides'])}`.", "",
-             f"| preset | seed | steps to {thr:g} | best eval | last 3 evals | updates | wall |",
-             "|---|---|---|---|---|---|---|"]
+             f"| preset | seed | env steps run | steps to {thr:g} | best eval | last 3 evals | updates | wall |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in summary["runs"]:
         repeat = f" (action repeat {r['action_repeat']})" if r.get("action_repeat", 1) > 1 else ""
-        lines.append(f"| `{r['preset']}`{repeat} | {r['seed']} | {fmt(r['steps_to_threshold'])} | {fmt(r['best_eval'])} | "
+        lines.append(f"| `{r['preset']}`{repeat} | {r['seed']} | {fmt(r['final_step'])} | {fmt(r['steps_to_threshold'])} | {fmt(r['best_eval'])} | "
                      f"{', '.join(fmt(v) for v in r['last3'])} | {fmt(r['updates'])} | "
                      f"{(r['wall_s'] or 0) / 60:.0f} min |")
     lines += ["", "![curves](" + f"family_{summary['task'].replace(':', '_')}.png)", "", "```", summary["command"], "```", ""]

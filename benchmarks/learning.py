@@ -17,7 +17,8 @@ table compares the values at the end of the run, both as the mean of the evals i
 
 A seed whose logdir already holds a finished run with the same config is reused, not rerun
 (--rerun deletes it first); with --extend, a finished shorter run of the same config is resumed up
-to --steps (its wall-clock and eval times continue from the first part). Writes learning_<task>[_<presets>].json, .md and .png (the plot needs
+to --steps (its wall-clock and eval times continue from the first part); --report trains nothing and
+tabulates the runs as they are (shorter ones included: their curves end where they stopped). Writes learning_<task>[_<presets>].json, .md and .png (the plot needs
 matplotlib).
 
     python benchmarks/learning.py                                  # CartPole-v1, seeds 0 1 2
@@ -79,6 +80,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rerun", action="store_true", help="delete existing runs and train afresh")
     parser.add_argument("--extend", action="store_true",
                         help="resume finished shorter runs of the same config up to --steps instead of rerunning")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: tabulate the existing runs as they are, shorter ones included")
     parser.add_argument("--reference", default=None, choices=reference_curves.available(),
                         help="published DreamerV3 curve to compare with")
     # Overrides are split off by hand: argparse would feed them to the greedy --seeds list.
@@ -382,11 +385,16 @@ def plan_seed(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, Any]
     "extend" a finished shorter one (--extend), or "train" afresh."""
     logdir = Path(args.runs_dir) / task_slug(args.task) / f"seed{seed}"
     cfg = config_lib.to_dict(api.build_config(args.task, args.preset, args.overrides, logdir, args.steps, seed))
+    if args.report and not (logdir / "config.yaml").is_file():
+        raise UserError(f"--report: {logdir} holds no run; train it first or leave out seed {seed}")
     if args.rerun or not (logdir / "config.yaml").is_file():
         return logdir, cfg, "train"
     record = json.loads((logdir / RECORD).read_text()) if (logdir / RECORD).is_file() else {}
     completed = record.get("returncode") == 0 and not record.get("timed_out") and list_checkpoints(logdir / "checkpoints")
-    action = "reuse" if is_finished(logdir, args.steps) else "extend" if args.extend and completed else "train"
+    if is_finished(logdir, args.steps) or args.report:
+        action = "reuse"
+    else:
+        action = "extend" if args.extend and completed else "train"
     if action != "train" and (diff := config_mismatch(logdir, cfg)):
         raise UserError(f"{logdir} holds a finished run with another config ({', '.join(diff[:5])}); "
                         "pass --rerun or another --runs-dir")
@@ -400,7 +408,7 @@ def describe(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
                f"{args.stay_threshold:g}", "--max-minutes", f"{args.max_minutes:g}",
                *[f"--preset={p}" for p in args.preset], "--out", args.out, "--runs-dir", args.runs_dir,
                *(["--reference", args.reference] if args.reference else []), *(["--extend"] if args.extend else []),
-               *args.overrides]
+               *(["--report"] if args.report else []), *args.overrides]
     run = cfg["run"]
     return {
         "config": {"task": args.task, "seeds": args.seeds, "steps": args.steps, "threshold": args.threshold,

@@ -46,6 +46,13 @@ def test_a_finished_run_is_reused_and_a_shorter_one_extended_only_when_asked(tmp
     assert plan(tmp_path, 800, "--extend", "--rerun") == "train"
 
 
+def test_report_tabulates_runs_as_they_are_and_needs_one(tmp_path):
+    fake_run(tmp_path, 400)
+    assert plan(tmp_path, 800, "--report") == "reuse"
+    with pytest.raises(UserError, match="holds no run"):
+        plan(tmp_path / "elsewhere", 800, "--report")
+
+
 def test_a_failed_run_is_not_extended(tmp_path):
     fake_run(tmp_path, 400, returncode=1)
     assert plan(tmp_path, 800, "--extend") == "train"
