@@ -83,7 +83,7 @@ def run_preset(args: argparse.Namespace, preset: str) -> Path:
                *(["--report"] if args.report else []), *overrides]
     log = Path(args.runs_dir) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
+    with open(log, "a") as out:  # a --report or --extend pass keeps the training output
         code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
     result = Path(args.out) / f"learning_{args.task.replace(':', '_')}_{preset}.json"
     if code != 0 or not result.exists():
