@@ -16,8 +16,10 @@ curve, steps to the threshold and final step are reported in env steps.
 
     python benchmarks/family.py                                  # Pendulum-v1, 4 presets + dreamerv3, seed 0
     python benchmarks/family.py --seeds 0 1 --steps 50000 --parallel 2
+    python benchmarks/family.py --seeds 0 1 --steps 50000 planet:run.train_ratio=128   # one preset's key
 
-Writes family_<task>.json, .md and .png (one line per preset and seed) to --out; each preset's
+Trailing key=value overrides apply to every preset, PRESET:key=value ones to that preset only (after
+the common ones). Writes family_<task>.json, .md and .png (one line per preset and seed) to --out; each preset's
 own learning_<task>_<preset>.* files land there too.
 """
 
@@ -62,14 +64,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="train nothing: tabulate the existing runs as they are (learning.py --report)")
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
-    args.overrides = BUDGET + overrides  # later keys win
+    scoped = [o for o in overrides if ":" in o.split("=", 1)[0]]
+    args.overrides = BUDGET + [o for o in overrides if o not in scoped]  # later keys win
+    args.preset_overrides = {}
+    for override in scoped:
+        preset, key_value = override.split(":", 1)
+        if preset not in args.presets:
+            parser.error(f"{override}: '{preset}' is not among --presets ({' '.join(args.presets)})")
+        args.preset_overrides.setdefault(preset, []).append(key_value)
     return args
 
 
 def run_preset(args: argparse.Namespace, preset: str) -> Path:
     """learning.py for one preset; returns its JSON result."""
     threshold = THRESHOLDS.get(args.task)
-    repeat, overrides, name = ACTION_REPEAT.get(preset, 1), args.overrides, preset
+    repeat, name = ACTION_REPEAT.get(preset, 1), preset
+    overrides = args.overrides + args.preset_overrides.get(preset, [])
     if repeat > 1:  # the same budget in env steps (see the module docstring)
         overrides = [*overrides, f"env.action_repeat={repeat}",
                      f"run.eval_every={int(setting(overrides, 'run.eval_every')) // repeat}",

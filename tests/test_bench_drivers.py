@@ -85,6 +85,27 @@ def test_action_repeat_keeps_the_env_step_budget(tmp_path, monkeypatch):
     assert command[-3:] == ["env.action_repeat=4", "run.eval_every=625", "run.train_ratio=64"]
 
 
+def test_preset_scoped_overrides_reach_only_their_preset(tmp_path, monkeypatch):
+    commands = {}
+
+    def record(command, **kwargs):
+        preset = command[command.index("--preset") + 1]
+        commands[preset] = command
+        (Path(command[command.index("--out") + 1]) / f"learning_Pendulum-v1_{preset}.json").write_text("{}")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(family.subprocess, "run", record)
+    args = family.parse_args(["--presets", "planet", "dreamerv1", "--out", str(tmp_path), "--runs-dir",
+                              str(tmp_path / "runs"), "planet:run.train_ratio=128", "run.prefill=500"])
+    for preset in args.presets:
+        family.run_preset(args, preset)
+    assert commands["planet"][-1] == "run.train_ratio=512"  # 128 per agent step, × the repeat of 4
+    assert "run.prefill=500" in commands["planet"] and "run.prefill=500" in commands["dreamerv1"]
+    assert not any(arg.startswith("run.train_ratio=128") or arg.startswith("planet:") for arg in commands["dreamerv1"])
+    with pytest.raises(SystemExit):
+        family.parse_args(["--presets", "dreamerv1", "planet:run.train_ratio=128"])
+
+
 def test_rows_of_an_action_repeating_preset_are_in_env_steps():
     seed = {"seed": 0, "final_step": 12_500, "steps_to_threshold": 5_000, "last3_eval_returns": [-300.0],
             "updates": 10, "wall_s": 60.0, "eval_curve": [[0, -1200.0, 5.0], [5_000, -300.0, 2.0]]}
