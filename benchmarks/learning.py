@@ -18,8 +18,8 @@ table compares the values at the end of the run, both as the mean of the evals i
 A seed whose logdir already holds a finished run with the same config is reused, not rerun
 (--rerun deletes it first); with --extend, a finished shorter run of the same config is resumed up
 to --steps (its wall-clock and eval times continue from the first part); --report trains nothing and
-tabulates the runs as they are (shorter ones included: their curves end where they stopped). Writes learning_<task>[_<presets>].json, .md and .png (the plot needs
-matplotlib).
+tabulates the runs as they are (shorter ones included: their curves end where they stopped).
+Writes learning_<task>[_<presets>].json, .md and .png (the plot needs matplotlib).
 
     python benchmarks/learning.py                                  # CartPole-v1, seeds 0 1 2
     python benchmarks/learning.py --seeds 0 --preset debug run.train_ratio=64 --out /tmp/bench
