@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
     threshold = THRESHOLDS.get(args.task)
     rows = rows_of(results)
     summary = {"task": args.task, "threshold": threshold, "steps": args.steps, "seeds": args.seeds,
-               "overrides": args.overrides, "command": " ".join(["python", "benchmarks/family.py", *argv]),
+               "overrides": args.overrides, "preset_overrides": args.preset_overrides, "command": " ".join(["python", "benchmarks/family.py", *argv]),
                "wall_s": round(time.monotonic() - start, 1), "git_commit": next(iter(results.values()))["git_commit"],
                "runs": rows}
     out = Path(args.out)
@@ -144,7 +144,9 @@ def markdown(summary: dict[str, Any]) -> str:
     thr = summary["threshold"]
     lines = [f"# The Dreamer family on {summary['task']}", "",
              f"Commit `{summary['git_commit'][:12]}`; up to {summary['steps']:,} env steps per run; the same budget for "
-             f"every preset: `{' '.join(summary['overrides'])}`.", "",
+             f"every preset: `{' '.join(summary['overrides'])}`."
+             + "".join(f" For `{p}` also: `{' '.join(o)}`." for p, o in summary.get("preset_overrides", {}).items())
+             + " Train ratios count replayed samples per env step: an action-repeating preset replays ratio × repeat per agent step.", "",
              f"| preset | seed | env steps run | steps to {thr:g} | best eval | last 3 evals | updates | wall |",
              "|---|---|---|---|---|---|---|---|"]
     for r in summary["runs"]:

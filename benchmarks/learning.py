@@ -174,7 +174,7 @@ def train_seed(args: argparse.Namespace, seed: int, logdir: Path, before: dict |
 
 def stop(proc: subprocess.Popen) -> None:
     """Ctrl-C the run's process group (it closes its files), then kill it if it lingers."""
-    for sig, grace in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
+    for sig, grace in ((signal.SIGINT, 120), (signal.SIGKILL, 10)):  # a big checkpoint on a busy CPU takes a while
         try:
             os.killpg(proc.pid, sig)
             proc.wait(timeout=grace)
