@@ -64,28 +64,9 @@ def test_extending_a_run_of_another_config_is_refused(tmp_path):
         plan(tmp_path, 800, "--extend", overrides=["run.prefill=50", "run.eval_every=200"])
 
 
-def test_action_repeat_keeps_the_env_step_budget(tmp_path, monkeypatch):
-    commands = []
-
-    def record(command, **kwargs):
-        commands.append(command)
-        out = Path(command[command.index("--out") + 1])
-        (out / "learning_Pendulum-v1_planet.json").write_text("{}")
-        return type("Done", (), {"returncode": 0})()
-
-    monkeypatch.setattr(family.subprocess, "run", record)
-    args = family.parse_args(["--steps", "50000", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "runs"),
-                              "run.train_ratio=16"])
-    family.run_preset(args, "planet")
-    command = commands[0]
-    assert family.ACTION_REPEAT["planet"] == 4
-    assert command[command.index("--steps") + 1] == "12500"  # agent steps: 50K env steps / 4
-    assert command[command.index("--runs-dir") + 1] == str(tmp_path / "runs" / "planet_repeat4")
-    # Later overrides win: eval every 2500 / 4 agent steps, train ratio 16 · 4 samples per agent step.
-    assert command[-3:] == ["env.action_repeat=4", "run.eval_every=625", "run.train_ratio=64"]
-
-
-def test_preset_scoped_overrides_reach_only_their_preset(tmp_path, monkeypatch):
+@pytest.fixture
+def learning_commands(monkeypatch):
+    """family.py's learning.py commands by preset, with learning.py itself replaced by a stub."""
     commands = {}
 
     def record(command, **kwargs):
@@ -95,13 +76,30 @@ def test_preset_scoped_overrides_reach_only_their_preset(tmp_path, monkeypatch):
         return type("Done", (), {"returncode": 0})()
 
     monkeypatch.setattr(family.subprocess, "run", record)
+    return commands
+
+
+def test_action_repeat_keeps_the_env_step_budget(tmp_path, learning_commands):
+    args = family.parse_args(["--steps", "50000", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "runs"),
+                              "run.train_ratio=16"])
+    family.run_preset(args, "planet")
+    command = learning_commands["planet"]
+    assert family.ACTION_REPEAT["planet"] == 4
+    assert command[command.index("--steps") + 1] == "12500"  # agent steps: 50K env steps / 4
+    assert command[command.index("--runs-dir") + 1] == str(tmp_path / "runs" / "planet_repeat4")
+    # Later overrides win: eval every 2500 / 4 agent steps, train ratio 16 · 4 samples per agent step.
+    assert command[-3:] == ["env.action_repeat=4", "run.eval_every=625", "run.train_ratio=64"]
+
+
+def test_preset_scoped_overrides_reach_only_their_preset(tmp_path, learning_commands):
     args = family.parse_args(["--presets", "planet", "dreamerv1", "--out", str(tmp_path), "--runs-dir",
                               str(tmp_path / "runs"), "planet:run.train_ratio=128", "run.prefill=500"])
     for preset in args.presets:
         family.run_preset(args, preset)
-    assert commands["planet"][-1] == "run.train_ratio=512"  # 128 per agent step, × the repeat of 4
-    assert "run.prefill=500" in commands["planet"] and "run.prefill=500" in commands["dreamerv1"]
-    assert not any(arg.startswith("run.train_ratio=128") or arg.startswith("planet:") for arg in commands["dreamerv1"])
+    planet, dreamerv1 = learning_commands["planet"], learning_commands["dreamerv1"]
+    assert planet[-1] == "run.train_ratio=512"  # 128 per agent step, × the repeat of 4
+    assert "run.prefill=500" in planet and "run.prefill=500" in dreamerv1
+    assert not any(arg.startswith("run.train_ratio=128") or arg.startswith("planet:") for arg in dreamerv1)
     with pytest.raises(SystemExit):
         family.parse_args(["--presets", "dreamerv1", "planet:run.train_ratio=128"])
 
