@@ -19,8 +19,8 @@ curve, steps to the threshold and final step are reported in env steps.
     python benchmarks/family.py --seeds 0 1 --steps 50000 planet:run.train_ratio=128   # one preset's key
 
 Trailing key=value overrides apply to every preset, PRESET:key=value ones to that preset only (after
-the common ones). Writes family_<task>.json, .md and .png (one line per preset and seed) to --out; each preset's
-own learning_<task>_<preset>.* files land there too.
+the common ones). Writes family_<task>.json, .md and .png (one line per preset and seed) to --out;
+each preset's own learning_<task>_<preset>.* files land there too.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def main(argv: list[str]) -> int:
     threshold = THRESHOLDS.get(args.task)
     rows = rows_of(results)
     summary = {"task": args.task, "threshold": threshold, "steps": args.steps, "seeds": args.seeds,
-               "overrides": args.overrides, "preset_overrides": args.preset_overrides, "command": " ".join(["python", "benchmarks/family.py", *argv]),
+               "overrides": args.overrides, "preset_overrides": args.preset_overrides,
+               "command": " ".join(["python", "benchmarks/family.py", *argv]),
                "wall_s": round(time.monotonic() - start, 1), "git_commit": next(iter(results.values()))["git_commit"],
                "runs": rows}
     out = Path(args.out)
@@ -143,16 +144,17 @@ def markdown(summary: dict[str, Any]) -> str:
     fmt = lambda v: "—" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}")  # noqa: E731
     thr = summary["threshold"]
     lines = [f"# The Dreamer family on {summary['task']}", "",
-             f"Commit `{summary['git_commit'][:12]}`; up to {summary['steps']:,} env steps per run; the same budget for "
-             f"every preset: `{' '.join(summary['overrides'])}`."
+             f"Commit `{summary['git_commit'][:12]}`; up to {summary['steps']:,} env steps per run; the same "
+             f"budget for every preset: `{' '.join(summary['overrides'])}`."
              + "".join(f" For `{p}` also: `{' '.join(o)}`." for p, o in summary.get("preset_overrides", {}).items())
-             + " Train ratios count replayed samples per env step: an action-repeating preset replays ratio × repeat per agent step.", "",
+             + " Train ratios count replayed samples per env step: an action-repeating preset replays"
+             " ratio × repeat per agent step.", "",
              f"| preset | seed | env steps run | steps to {thr:g} | best eval | last 3 evals | updates | wall |",
              "|---|---|---|---|---|---|---|---|"]
     for r in summary["runs"]:
         repeat = f" (action repeat {r['action_repeat']})" if r.get("action_repeat", 1) > 1 else ""
-        lines.append(f"| `{r['preset']}`{repeat} | {r['seed']} | {fmt(r['final_step'])} | {fmt(r['steps_to_threshold'])} | {fmt(r['best_eval'])} | "
-                     f"{', '.join(fmt(v) for v in r['last3'])} | {fmt(r['updates'])} | "
+        lines.append(f"| `{r['preset']}`{repeat} | {r['seed']} | {fmt(r['final_step'])} | "
+                     f"{fmt(r['steps_to_threshold'])} | {fmt(r['best_eval'])} | {', '.join(fmt(v) for v in r['last3'])} | {fmt(r['updates'])} | "
                      f"{(r['wall_s'] or 0) / 60:.0f} min |")
     lines += ["", "![curves](" + f"family_{summary['task'].replace(':', '_')}.png)", "", "```", summary["command"], "```", ""]
     return "\n".join(lines)

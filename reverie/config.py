@@ -213,8 +213,10 @@ def make_config(
     presets: list[str] = (),
     overrides: dict[str, Any] | list[str] | None = None,
     base: Config | None = None,
+    source: str = "override",
 ) -> Config:
-    """Default config, then the named presets in order, then `key=value` overrides.
+    """Default config, then the named presets in order, then `key=value` overrides (`source`
+    names where they came from in errors).
 
     Callers that want the default presets (agent `dreamerv3`, suite `classic`) for the kinds the
     user did not name pass `compose_presets(names)`.
@@ -227,7 +229,7 @@ def make_config(
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     if overrides:
-        update(cfg, overrides)
+        update(cfg, overrides, source=source)
     validate(cfg)
     return cfg
 
@@ -312,6 +314,4 @@ def load(path: str | Path) -> Config:
     values = _flatten(yaml.safe_load(Path(path).read_text()) or {})
     for key in RETIRED_KEYS:
         values.pop(key, None)
-    cfg = update(Config(), values, source=str(path))
-    validate(cfg)
-    return cfg
+    return make_config(overrides=values, source=str(path))
