@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from reverie.agent import Agent  # noqa: E402
 from reverie.api import build_config  # noqa: E402
 from reverie.envs.spaces import ArraySpec, action_space_from_gym  # noqa: E402
+from reverie.run.host_memory import retain_freed_memory  # noqa: E402
 
 VECTOR_DIM, VECTOR_ACTIONS = 4, 2  # CartPole-v1
 IMAGE_SHAPE, IMAGE_ACTIONS = (64, 64, 3), 6  # Atari Pong, minimal action set
@@ -87,6 +88,8 @@ def fixed_batch(obs_space: dict, actions: int, B: int, T: int, seed: int = 0) ->
 
 def build_agent(args):
     cfg = make_config(args.preset, args.obs, dict(args.set))
+    if cfg.run.retain_memory:  # as the training loop does
+        retain_freed_memory()
     torch.manual_seed(args.seed)
     obs_space, act_space = spaces(args.obs)
     return cfg, Agent(obs_space, act_space, cfg, args.device), obs_space, act_space

@@ -38,6 +38,7 @@ from ..replay import Replay
 from . import checkpoint as ckpt
 from .episode_logs import EpisodeLogStats, split_log_keys
 from .evaluate import EpisodeTracker, run_episodes
+from .host_memory import retain_freed_memory
 from .replay_store import ReplayStore
 
 
@@ -77,6 +78,8 @@ class Trainer:
         self.show_progress = progress
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
+        if cfg.run.retain_memory:
+            retain_freed_memory()
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.run.device)
         self.envs = make_vec_env(self.env_spec, cfg.env, cfg.env.num_envs, cfg.seed)
