@@ -41,9 +41,9 @@ class OneHotCategorical(Distribution):
     def __init__(self, logits: torch.Tensor, unimix: float = 0.0, event_dims: int = 0):
         logits = logits.float()
         if unimix:  # p = (1 − u)·softmax(logits) + u/K: a floor on every probability
-            self.probs = (1 - unimix) * torch.softmax(logits, -1) + unimix / logits.shape[-1]
+            self.probs = (1 - unimix) * ops.softmax(logits) + unimix / logits.shape[-1]
         else:
-            self.log_probs = torch.log_softmax(logits, -1)
+            self.log_probs = ops.softmax(logits, log=True)
             self.probs = self.log_probs.exp()
         self.sum_dims = tuple(range(-1 - event_dims, 0))
 

@@ -72,6 +72,24 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
+SMALL_SOFTMAX = 16  # below this many classes the softmax runs over a transposed view on CPU
+
+
+def softmax(x: torch.Tensor, log: bool = False) -> torch.Tensor:
+    """softmax (or log-softmax) over the last dim.
+
+    torch's CPU kernel along the last dim vectorises over the classes, so for a handful of
+    them (the RSSM's 4-class latents, most action sets) it is ~10× slower than the same
+    reduction along an outer dim, where it vectorises over the rows: (1024, 32, 4) took 2.7 ms
+    forward and 4.0 ms with its backward, against 0.2 and 0.5 ms on the transposed view (one
+    thread here). From 16 classes up the direct kernel is faster; GPUs keep it too.
+    """
+    fn = torch.log_softmax if log else torch.softmax
+    if x.device.type == "cpu" and x.shape[-1] < SMALL_SOFTMAX and x.dim() >= 2:
+        return fn(x.transpose(-1, -2), -2).transpose(-1, -2)
+    return fn(x, -1)
+
+
 def twohot_indices(target: torch.Tensor, bins: torch.Tensor):
     """Neighbouring bin indices and weights of the two-hot encoding of `target`.
 

@@ -113,3 +113,19 @@ def test_rms_norm_matches_torch_and_its_backward_is_the_true_gradient():
     y = ops.rms_norm(x, w, 1e-4)
     torch.testing.assert_close(y, torch.nn.functional.rms_norm(x, (24,), w, 1e-4))
     assert torch.autograd.gradcheck(lambda a, b: ops.rms_norm(a, b, 1e-4), (x, w))
+
+
+@pytest.mark.parametrize("shape", [(64, 32, 4), (7, 2), (16, 32, 32), (5, 255)])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_matches_torch_with_gradients(shape, log):
+    """The transposed-view path (fewer than 16 classes) and the direct one give torch's values and gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    weights = torch.randn(*shape)
+    ours = ops.softmax(x, log=log)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), x)
+    reference = (torch.log_softmax if log else torch.softmax)(x, -1)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), x)
+    assert ours.shape == reference.shape
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(grad, grad_ref)
