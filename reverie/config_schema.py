@@ -48,7 +48,7 @@ class RunConfig:
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     precision: str = "float32"  # float32 | bfloat16 (autocast)
     compile: bool = False  # torch.compile the per-step functions and the CNNs (see README, Performance)
-    retain_memory: bool = True  # keep freed host memory for reuse (glibc mallopt; see run/host_memory.py)
+    retain_memory: bool = True  # keep freed host memory for the next update (glibc mallopt; run/host_memory.py)
 
 
 @dataclass
