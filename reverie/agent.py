@@ -77,8 +77,9 @@ class Agent(nn.Module):
 
     def compile_hot_paths(self) -> None:
         """torch.compile the functions an update calls once per time step — the posterior step
-        (64× per batch), the prior step and the policy head (16× per imagination) — and the CNN
-        encoder and decoder, so elementwise chains (norms, activations, gates) fuse into few
+        (64× per batch), the prior step and the policy head (16× per imagination) — the CNN
+        encoder and decoder, and the reward, continue and critic heads (run over every imagined
+        state), so elementwise chains (norms, activations, gates, bf16 casts) fuse into few
         kernels. Each compiles once per input shape (first update and first `act`); random ops
         keep torch's eager generator, so a compiled update draws the same samples as an eager one."""
         import torch._inductor.config as inductor_config
@@ -90,8 +91,12 @@ class Agent(nn.Module):
                 net.forward = torch.compile(net.forward, dynamic=False)
         rssm.observe_step = torch.compile(rssm.observe_step, dynamic=False)
         rssm.imagine_step = torch.compile(rssm.imagine_step, dynamic=False)
+        heads = [self.wm.reward, self.wm.cont]
         if self.ac is not None:
             self.ac.actor.raw = torch.compile(self.ac.actor.raw, dynamic=False)
+            heads += [self.ac.critic, self.ac.slow_critic]
+        for head in heads:
+            head.raw = torch.compile(head.raw, dynamic=False)
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:

@@ -129,7 +129,13 @@ class ScalarHead(nn.Module):
             self.register_buffer("bins", grid, persistent=False)
 
     def forward(self, feat: torch.Tensor):
-        x = self.out(self.mlp(feat))
+        return self.dist(self.raw(feat))
+
+    def raw(self, feat: torch.Tensor) -> torch.Tensor:
+        """The output layer's values (…, bins) or (…, 1)."""
+        return self.out(self.mlp(feat))
+
+    def dist(self, x: torch.Tensor):
         if self.kind == "binary":
             return Bernoulli(x.squeeze(-1))
         if self.kind == "mse":
