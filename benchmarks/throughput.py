@@ -46,9 +46,14 @@ WORKER = HERE / "throughput_worker.py"
 PEER_TIMER = HERE / "peers" / "sheeprl_update_timer.py"
 
 
-def run_json(cmd: list[str], threads: int) -> dict:
+# glibc's environment form of what `run.retain_memory` sets with mallopt (reverie/run/host_memory.py):
+# no per-request mmap, never trim the heap. For the peer with --peer-retain-memory.
+RETAIN_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**64 - 1)}
+
+
+def run_json(cmd: list[str], threads: int, extra_env: dict | None = None) -> dict:
     """Run a measurement process with `threads` OpenMP threads; return its last JSON line."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(extra_env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
@@ -141,7 +146,7 @@ def peer_rows(args, peak: dict) -> list[dict]:
             print(f"{tag}: {PEER_NAME}", flush=True)
             peer_runs.append(run_json([str(python), str(PEER_TIMER), "--obs", obs, "--updates", str(args.updates),
                                        "--warmup", str(args.warmup), "--precision", PEER_PRECISION[precision]],
-                                      args.threads))
+                                      args.threads, RETAIN_MEMORY_ENV if args.peer_retain_memory else None))
             print(f"   ours {median(ours_runs[-1]['seconds_per_update']):.3f} s, "
                   f"peer {median(peer_runs[-1]['seconds_per_update']):.3f} s", flush=True)
         ours_s = [median(o["seconds_per_update"]) for o in ours_runs]
@@ -149,6 +154,7 @@ def peer_rows(args, peak: dict) -> list[dict]:
         ratios = [p / o for p, o in zip(peer_s, ours_s)]
         merged = {**ours_runs[0], "seconds_per_update": [x for o in ours_runs for x in o["seconds_per_update"]]}
         peer = {"peer": PEER_NAME, "peer_precision": PEER_PRECISION[precision],
+                "peer_retain_memory": args.peer_retain_memory,
                 "peer_flops_per_update": peer_runs[0].get("flops_per_update"),
                 "peer_s_per_update": median(peer_s), "peer_updates_per_s": 1.0 / median(peer_s),
                 "ratio": median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
@@ -192,7 +198,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines += [
             "", f"## Against {peers[0]['peer']} at its `dreamer_v3_XS` dimensions", "",
             "Timed alternately in fresh processes (ours, peer, ours, peer, …); ratio = peer's seconds per "
-            "update ÷ ours, per round: median [min – max].", "",
+            "update ÷ ours, per round: median [min – max]. Ours keeps freed host memory (`run.retain_memory`); "
+            + ("the peer ran with the same glibc settings (`--peer-retain-memory`)."
+               if peers[0].get("peer_retain_memory") else "the peer ran with glibc's defaults."), "",
             "| obs | precision (ours / peer) | ours s/update | peer s/update | ratio | rounds | "
             "GFLOP/update (ours / peer) | params (ours / peer) |",
             "|---|---|---|---|---|---|---|---|",
@@ -248,6 +256,8 @@ def main(argv=None) -> None:
     parser.add_argument("--peer-venv", default=str(Path.home() / ".cache" / "reverie-bench" / "sheeprl-venv"))
     parser.add_argument("--no-peer", dest="peer", action="store_false")
     parser.add_argument("--only-peer", action="store_true")
+    parser.add_argument("--peer-retain-memory", action="store_true",
+                        help="run the peer with glibc set as our run.retain_memory sets it (environment variables)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for our runs, key=value")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
