@@ -180,13 +180,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"{fmt(meta['peak'].get('peak_gflops_bfloat16'), '.1f')} GFLOP/s bfloat16.", "",
         "One update: batch 16 × 64, imagination of 15 steps from all 1024 posterior states. "
         "FLOPs from `torch.utils.flop_counter` (matmuls and convolutions).", "",
-        "| preset | obs | variant | s/update | updates/s | GFLOP/update | GFLOP/s | utilisation | "
-        "policy steps/s | env steps/s (e2e) | first update s | params |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        if r["peer"]:
-            continue
+    presets = [r for r in rows if not r["peer"]]
+    if presets:
+        lines += ["| preset | obs | variant | s/update | updates/s | GFLOP/update | GFLOP/s | utilisation | "
+                  "policy steps/s | env steps/s (e2e) | first update s | params |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in presets:
         lines.append(
             f"| {r['preset']} | {r['obs']} | {r['variant']} | {r['ours_s_per_update']:.3f} | "
             f"{r['ours_updates_per_s']:.2f} | {r['flops_per_update'] / 1e9:.1f} | {r['achieved_gflops']:.1f} | "
