@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import ops
 from .behavior import ActorCritic
 from .config import Config
 from .optim import Adam, LaProp, global_norm
@@ -128,16 +129,19 @@ class Agent(nn.Module):
         is_first = torch.as_tensor(obs["is_first"], device=self.device).bool()
         with self._autocast():
             tokens = self.wm.encoder(data)
-            rssm_state, _ = self.wm.rssm.observe_step(
-                {"deter": state["deter"], "stoch": state["stoch"]}, state["action"], tokens.float(), is_first)
+            few_rows = ops.float32_for_few_rows(len(is_first), self.device)  # see ops: small steps skip bf16
+            with few_rows:
+                rssm_state, _ = self.wm.rssm.observe_step(
+                    {"deter": state["deter"], "stoch": state["stoch"]}, state["action"], tokens.float(), is_first)
             if mode == "random":
                 action = torch.as_tensor(self.act_space.sample_random(np.random.default_rng(), len(is_first)),
                                          device=self.device, dtype=torch.float32)
             elif self.planner is not None:
-                action = self.plan(rssm_state)
+                action = self.plan(rssm_state)  # over candidates × envs rows
             else:
-                policy = self.ac.actor(self.wm.features(rssm_state))
-                action = policy.sample() if mode == "train" else policy.mode()
+                with few_rows:
+                    policy = self.ac.actor(self.wm.features(rssm_state))
+                    action = policy.sample() if mode == "train" else policy.mode()
         action = action.float()
         if not self.act_space.discrete:
             noise = self.cfg.behavior.actor.expl_noise

@@ -32,6 +32,10 @@ class Distribution:
         """Negative log-likelihood of a (stop-gradient) target."""
         return -self.log_prob(target.detach())
 
+    def loss_sum(self, targets, scales) -> torch.Tensor:
+        """Σ_i scale_i·loss(target_i); one pass over the outputs where the distribution can."""
+        return sum(scale * self.loss(target) for target, scale in zip(targets, scales))
+
 
 class OneHotCategorical(Distribution):
     """Categoricals over the last dim with a uniform mix; samples are one-hot vectors with
@@ -53,7 +57,9 @@ class OneHotCategorical(Distribution):
         return torch.log(self.probs)
 
     def _straight_through(self, index: torch.Tensor) -> torch.Tensor:
-        onehot = F.one_hot(index, self.probs.shape[-1]).to(self.probs.dtype)
+        # a comparison, not F.one_hot: that one checks the index range, a reduction and a host assert
+        classes = torch.arange(self.probs.shape[-1], device=index.device)
+        onehot = (index.unsqueeze(-1) == classes).to(self.probs.dtype)
         return onehot + self.probs - self.probs.detach()
 
     def sample(self) -> torch.Tensor:
@@ -212,12 +218,12 @@ class TwoHot(Distribution):
     mode = mean
 
     def loss(self, target: torch.Tensor) -> torch.Tensor:
-        target = target.detach().float()
-        target = ops.symlog(target) if self.symlog else target
-        below, above, w_below, w_above = ops.twohot_indices(target, self.bins)
-        logp_below = self.log_probs.gather(-1, below.unsqueeze(-1)).squeeze(-1)
-        logp_above = self.log_probs.gather(-1, above.unsqueeze(-1)).squeeze(-1)
-        return -(w_below * logp_below + w_above * logp_above)
+        return self.loss_sum([target], [1.0])
+
+    def loss_sum(self, targets, scales) -> torch.Tensor:
+        targets = [t.detach().float() for t in targets]
+        targets = [ops.symlog(t) if self.symlog else t for t in targets]
+        return ops.twohot_cross_entropy(self.logits, targets, self.bins, scales)
 
 
 class Bernoulli(Distribution):

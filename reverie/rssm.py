@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ops
 from .config import RSSMConfig
 from .distributions import Normal, OneHotCategorical
 from .nets import BlockLinear, Dense, Linear, Norm, get_act
@@ -144,11 +145,13 @@ class RSSM(nn.Module):
         """Roll the posterior over a sequence: prev_actions (B, T, A), tokens (B, T, E), is_first (B, T).
         Returns the last state and {"deter": (B, T, D), "stoch": (B, T, S, K), "stats": (B, T, S, ·)}."""
         deters, stochs, stats = [], [], []
-        for t in range(tokens.shape[1]):
-            state, stat = self.observe_step(state, prev_actions[:, t], tokens[:, t], is_first[:, t])
-            deters.append(state["deter"])
-            stochs.append(state["stoch"])
-            stats.append(stat)
+        with ops.float32_for_few_rows(tokens.shape[0], tokens.device):
+            tokens = tokens.float()
+            for t in range(tokens.shape[1]):
+                state, stat = self.observe_step(state, prev_actions[:, t], tokens[:, t], is_first[:, t])
+                deters.append(state["deter"])
+                stochs.append(state["stoch"])
+                stats.append(stat)
         seq = {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1), "stats": torch.stack(stats, 1)}
         return state, seq
 

@@ -77,3 +77,20 @@ def test_agent_trains_with_the_stride_cnn():
     agent = Agent(env.obs_space, env.act_space, cfg)
     metrics = agent.train_step(random_batch(env, cfg))
     assert np.isfinite(float(metrics["loss/rec"]))
+
+
+@pytest.mark.parametrize("batch, dtype", [(4, torch.float32), (64, torch.bfloat16)])
+def test_bfloat16_posterior_steps_over_few_rows_run_in_float32(batch, dtype):
+    """Under CPU bf16 autocast the posterior loop leaves autocast below ops.FEW_ROWS rows, where bf16
+    matmuls do not pay, and keeps it from that many rows up."""
+    cfg = C.make_config(C.compose_presets(["debug"]), [])
+    env = make_env(CueEnv, cfg.env)
+    agent = Agent(env.obs_space, env.act_space, cfg)
+    rssm = agent.wm.rssm
+    tokens = torch.randn(batch, 3, agent.wm.encoder.out_features)
+    actions = torch.zeros(batch, 3, env.act_space.dim)
+    is_first = torch.zeros(batch, 3, dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, seq = rssm.observe(rssm.initial(batch), actions, tokens.bfloat16(), is_first)
+        assert torch.is_autocast_enabled("cpu")  # restored after the loop
+    assert seq["stats"].dtype == dtype  # the posterior layer's output: bf16 only under autocast

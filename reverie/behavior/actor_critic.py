@@ -178,9 +178,7 @@ class ActorCritic(nn.Module):
             logpi = policy.log_prob(action)[:, :-1]
             losses = {"policy": -w * (logpi * adv.detach() + self.cfg.actor.entropy * entropy)}
         ret = ret.detach()
-        critic_loss = value_dist.loss(torch.cat([ret, ret[:, -1:]], 1))[:, :-1]
-        slow_loss = value_dist.loss(slow_value)[:, :-1]
-        losses["value"] = w * (critic_loss + self.cfg.critic.slow_reg * slow_loss)
+        losses["value"] = w * self.critic_loss(value_dist, ret, slow_value)
 
         metrics = {
             "imag/return": ret.mean(), "imag/adv_mag": adv.abs().mean(), "imag/value": value.mean(),
@@ -206,6 +204,10 @@ class ActorCritic(nn.Module):
         cont = (1.0 - data["is_last"].float()) * self.cfg.lam
         ret = ops.lambda_return(data["reward"].float(), live, cont, boot.detach())  # (B, T-1)
         weight = 1.0 - data["is_last"].float()
-        critic_loss = value_dist.loss(torch.cat([ret, ret[:, -1:]], 1))[:, :-1]
-        slow_loss = value_dist.loss(slow_value)[:, :-1]
-        return weight[:, :-1] * (critic_loss + self.cfg.critic.slow_reg * slow_loss)
+        return weight[:, :-1] * self.critic_loss(value_dist, ret, slow_value)
+
+    def critic_loss(self, value_dist, ret, slow_value) -> torch.Tensor:
+        """loss(R^λ) + slow_reg·loss(v_slow) per step: value_dist over (N, T), ret (N, T − 1), slow
+        value (N, T) → (N, T − 1). Both targets of the same outputs in one pass (`loss_sum`)."""
+        targets = [torch.cat([ret, ret[:, -1:]], 1), slow_value]
+        return value_dist.loss_sum(targets, [1.0, self.cfg.critic.slow_reg])[:, :-1]
