@@ -96,8 +96,10 @@ class Agent(nn.Module):
         if self.ac is not None:
             self.ac.actor.raw = torch.compile(self.ac.actor.raw, dynamic=False)
             heads += [self.ac.critic, self.ac.slow_critic]
+        twohot_mean = torch.compile(ops.twohot_logits_mean, dynamic=False)
         for head in heads:
             head.raw = torch.compile(head.raw, dynamic=False)
+            head.twohot_mean = twohot_mean
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:

@@ -201,18 +201,19 @@ class TwoHot(Distribution):
     With `symlog=True` (DreamerV3 2023) the bins live in symlog space: the target is symlog(y)
     and the prediction symexp(Σ p_k·b_k)."""
 
-    def __init__(self, logits: torch.Tensor, bins: torch.Tensor, symlog: bool = False):
-        self.logits = logits.float()
+    def __init__(self, logits: torch.Tensor, bins: torch.Tensor, symlog: bool = False, mean_fn=ops.twohot_logits_mean):
+        self.logits = logits  # cast to float32 where used
         self.bins = bins
         self.symlog = symlog
+        self.mean_fn = mean_fn  # (logits, bins) → Σ p_k·b_k; the head's compiled one under run.compile
 
     @functools.cached_property
     def log_probs(self) -> torch.Tensor:
-        """ln softmax(logits), computed on first use (the mean does not need it)."""
-        return torch.log_softmax(self.logits, -1)
+        """ln softmax(logits), computed on first use (the mean and the loss do not need it)."""
+        return torch.log_softmax(self.logits.float(), -1)
 
     def mean(self) -> torch.Tensor:
-        mean = ops.twohot_mean(torch.softmax(self.logits, -1), self.bins)
+        mean = self.mean_fn(self.logits, self.bins)
         return ops.symexp(mean) if self.symlog else mean
 
     mode = mean

@@ -183,6 +183,12 @@ def twohot_mean(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return (upper - lower) @ bins[num - half:].to(probs.dtype)
 
 
+def twohot_logits_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Σ_k softmax(logits)_k·b_k in float32 (`twohot_mean` of the softmax); the value and reward
+    heads compile it (`run.compile`) so that the softmax, the mirror subtraction and the cast fuse."""
+    return twohot_mean(torch.softmax(logits.float(), -1), bins)
+
+
 def lambda_return(
     reward: torch.Tensor, live: torch.Tensor, cont: torch.Tensor, boot: torch.Tensor
 ) -> torch.Tensor:

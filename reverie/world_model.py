@@ -127,6 +127,7 @@ class ScalarHead(nn.Module):
         if twohot:
             grid = torch.linspace(-20.0, 20.0, bins) if kind == "twohot_symlog" else ops.symexp_bins(bins)
             self.register_buffer("bins", grid, persistent=False)
+        self.twohot_mean = ops.twohot_logits_mean  # replaced by a compiled one under run.compile
 
     def forward(self, feat: torch.Tensor):
         return self.dist(self.raw(feat))
@@ -140,7 +141,7 @@ class ScalarHead(nn.Module):
             return Bernoulli(x.squeeze(-1))
         if self.kind == "mse":
             return SymlogMSE(x.squeeze(-1), event_dims=0, squash=False, scale=0.5)
-        return TwoHot(x, self.bins, symlog=self.kind == "twohot_symlog")
+        return TwoHot(x, self.bins, symlog=self.kind == "twohot_symlog", mean_fn=self.twohot_mean)
 
 
 class WorldModel(nn.Module):
