@@ -136,16 +136,20 @@ def variant_overrides(variant: str) -> list[str]:
 def peer_rows(args, peak: dict) -> list[dict]:
     python = ensure_sheeprl_venv(Path(args.peer_venv))
     rows = []
-    for obs, variant in [(o, v) for o in args.obs for v in args.peer_variants]:
+    for obs, spec in [(o, v) for o in args.obs for v in args.peer_variants]:
+        variant, _, peer_precision = spec.partition("@")  # "bfloat16+compile@32-true": the peer's own setting
         precision = variant.split("+")[0]
+        peer_precision = peer_precision or PEER_PRECISION.get(precision)
+        if peer_precision not in PEER_PRECISION.values():
+            raise SystemExit(f"unknown peer precision in '{spec}': use one of {sorted(PEER_PRECISION.values())}")
         ours_runs, peer_runs = [], []
         for r in range(args.peer_rounds):
-            tag = f"[peer] xs {obs} {variant} round {r + 1}/{args.peer_rounds}"
+            tag = f"[peer] xs {obs} {variant} / {peer_precision} round {r + 1}/{args.peer_rounds}"
             print(f"{tag}: ours", flush=True)
             ours_runs.append(ours("updates", "xs", obs, args, variant_overrides(variant)))
             print(f"{tag}: {PEER_NAME}", flush=True)
             peer_runs.append(run_json([str(python), str(PEER_TIMER), "--obs", obs, "--updates", str(args.updates),
-                                       "--warmup", str(args.warmup), "--precision", PEER_PRECISION[precision]],
+                                       "--warmup", str(args.warmup), "--precision", peer_precision],
                                       args.threads, RETAIN_MEMORY_ENV if args.peer_retain_memory else None))
             print(f"   ours {median(ours_runs[-1]['seconds_per_update']):.3f} s, "
                   f"peer {median(peer_runs[-1]['seconds_per_update']):.3f} s", flush=True)
@@ -153,7 +157,7 @@ def peer_rows(args, peak: dict) -> list[dict]:
         peer_s = [median(p["seconds_per_update"]) for p in peer_runs]
         ratios = [p / o for p, o in zip(peer_s, ours_s)]
         merged = {**ours_runs[0], "seconds_per_update": [x for o in ours_runs for x in o["seconds_per_update"]]}
-        peer = {"peer": PEER_NAME, "peer_precision": PEER_PRECISION[precision],
+        peer = {"peer": PEER_NAME, "peer_precision": peer_precision,
                 "peer_retain_memory": args.peer_retain_memory,
                 "peer_flops_per_update": peer_runs[0].get("flops_per_update"),
                 "peer_s_per_update": median(peer_s), "peer_updates_per_s": 1.0 / median(peer_s),
@@ -216,7 +220,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         for obs in sorted({r["obs"] for r in peers}):
             default = next((r for r in peers if r["obs"] == obs and r["peer_precision"] == "32-true"), None)
             for r in peers:
-                if default and r["obs"] == obs and r is not default:
+                if default and r["obs"] == obs and r is not default and r["peer_precision"] != "32-true":
                     lines.append(
                         f"\n{obs}: ours with {r['variant']} against {r['peer']} at its default precision (32-true): "
                         f"{default['peer_s_per_update'] / r['ours_s_per_update']:.2f}× (ratio of the medians of "
@@ -242,7 +246,8 @@ def main(argv=None) -> None:
     parser.add_argument("--variants", nargs="+", default=["float32", "bfloat16+compile"],
                         help="our settings per preset row: float32 or bfloat16, optionally +compile")
     parser.add_argument("--peer-variants", nargs="+", default=["float32", "bfloat16+compile"],
-                        help="our settings against the peer; its precision follows ours (32-true / bf16-mixed)")
+                        help="our settings against the peer; its precision follows ours (32-true / bf16-mixed) "
+                             "unless given after @, e.g. bfloat16+compile@32-true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--updates", type=int, default=5, help="timed updates per process")
@@ -260,6 +265,7 @@ def main(argv=None) -> None:
                         help="run the peer with glibc set as our run.retain_memory sets it (environment variables)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for our runs, key=value")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--name", default=None, help="file stem of the results (default throughput[_<device>])")
     args = parser.parse_args(argv)
 
     peak = run_json([sys.executable, str(WORKER), "peak", "--device", args.device, "--threads", str(args.threads)],
@@ -277,7 +283,7 @@ def main(argv=None) -> None:
             "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "throughput" if args.device == "cpu" else f"throughput_{args.device.replace(':', '')}"
+    stem = args.name or ("throughput" if args.device == "cpu" else f"throughput_{args.device.replace(':', '')}")
     context = {k: meta[k] for k in ("git", "date", "machine", "torch")}
     (out / f"{stem}.json").write_text(json.dumps([{**row, **context} for row in rows], indent=1))
     (out / f"{stem}.md").write_text(markdown(rows, meta))
