@@ -220,7 +220,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         for obs in sorted({r["obs"] for r in peers}):
             default = next((r for r in peers if r["obs"] == obs and r["peer_precision"] == "32-true"), None)
             for r in peers:
-                if default and r["obs"] == obs and r is not default and r["peer_precision"] != "32-true":
+                measured = any(o["obs"] == obs and o["variant"] == r["variant"] and o["peer_precision"] == "32-true"
+                               for o in peers)  # timed alternately against the peer's default already
+                if default and r["obs"] == obs and r is not default and not measured:
                     lines.append(
                         f"\n{obs}: ours with {r['variant']} against {r['peer']} at its default precision (32-true): "
                         f"{default['peer_s_per_update'] / r['ours_s_per_update']:.2f}× (ratio of the medians of "
