@@ -129,8 +129,11 @@ def twohot_indices(target: torch.Tensor, bins: torch.Tensor):
 class _TwoHotCrossEntropy(torch.autograd.Function):
     """Cross-entropy of softmax(x) against a sparse target Σ_j w_j·e_{i_j}, with a hand-written backward.
 
-        L = −Σ_j w_j·ln softmax(x)_{i_j} = W·lse(x) − Σ_j w_j·x_{i_j},  W = Σ_j w_j
-        ∂L/∂x = W·softmax(x) − Σ_j w_j·e_{i_j}
+        L = −Σ_j w_j·ln softmax(x)_{i_j} = Σ_j w_j·(lse(x) − x_{i_j})
+        ∂L/∂x = W·softmax(x) − Σ_j w_j·e_{i_j},  W = Σ_j w_j
+
+    (Each lse(x) − x_i ≥ 0 is formed before weighting: W·lse − Σ_j w_j·x_{i_j} would cancel
+    catastrophically for huge logits when the weights' sum rounds away from 1.)
 
     Autograd through log_softmax and gather zero-fills and scatters one (N, K) gradient per gather
     and adds them up (5 passes over (N, K) per two-hot target); this backward writes one tensor.
@@ -141,7 +144,7 @@ class _TwoHotCrossEntropy(torch.autograd.Function):
         lse = torch.logsumexp(logits, -1)  # (…)
         total = weight.sum(-1)  # (…) W
         ctx.save_for_backward(logits, lse, index, weight, total)
-        return total * lse - (weight * logits.gather(-1, index)).sum(-1)
+        return (weight * (lse.unsqueeze(-1) - logits.gather(-1, index))).sum(-1)
 
     @staticmethod
     def backward(ctx, grad):
