@@ -26,6 +26,21 @@ def test_onehot_sampling_frequencies_follow_probs():
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.02)
 
 
+def test_onehot_sampling_skips_zero_probability_classes_and_keeps_a_short_cdf_on_the_last(monkeypatch):
+    """The draw is the class k with cdf_{k−1} ≤ u < cdf_k: classes of probability 0 (equal cdf
+    values) are never drawn, and a u above a cumulative sum that rounds below 1 takes the last class."""
+    dist = OneHotCategorical(torch.tensor([[0.0, -math.inf, 0.0, -math.inf]]).expand(4, 4))
+    draws = {}
+    for u in (0.0, 0.49, 0.5, 0.999):
+        monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.full(shape, u, **kw))
+        draws[u] = dist.sample()[0].tolist()
+    assert draws == {0.0: [1, 0, 0, 0], 0.49: [1, 0, 0, 0], 0.5: [0, 0, 1, 0], 0.999: [0, 0, 1, 0]}
+    short = OneHotCategorical(torch.zeros(1, 3))
+    short.probs = torch.tensor([[0.3, 0.3, 0.3]])  # sums to 0.9: u = 0.95 lies beyond the cdf
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.full(shape, 0.95, **kw))
+    torch.testing.assert_close(short.sample(), torch.tensor([[0.0, 0.0, 1.0]]))  # + p − sg(p) rounds
+
+
 def test_onehot_entropy_kl_and_event_dims():
     uniform = OneHotCategorical(torch.zeros(2, 3, 4), event_dims=1)  # 3 latents of 4 classes
     assert torch.allclose(uniform.entropy(), torch.full((2,), 3 * math.log(4)))
