@@ -215,11 +215,6 @@ class TwoHot(Distribution):
         self.symlog = symlog
         self.mean_fn = mean_fn  # (logits, bins) → Σ p_k·b_k; the head's compiled one under run.compile
 
-    @functools.cached_property
-    def log_probs(self) -> torch.Tensor:
-        """ln softmax(logits), computed on first use (the mean and the loss do not need it)."""
-        return torch.log_softmax(self.logits.float(), -1)
-
     def mean(self) -> torch.Tensor:
         mean = self.mean_fn(self.logits, self.bins)
         return ops.symexp(mean) if self.symlog else mean
