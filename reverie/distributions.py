@@ -56,11 +56,9 @@ class OneHotCategorical(Distribution):
         """ln p, computed on first use (sampling and the mode do not need it)."""
         return torch.log(self.probs)
 
-    def _straight_through(self, index: torch.Tensor) -> torch.Tensor:
-        # a comparison, not F.one_hot: that one checks the index range, a reduction and a host assert
-        classes = torch.arange(self.probs.shape[-1], device=index.device)
-        onehot = (index.unsqueeze(-1) == classes).to(self.probs.dtype)
-        return onehot + self.probs - self.probs.detach()
+    def _straight_through(self, onehot: torch.Tensor) -> torch.Tensor:
+        """A one-hot value (bool or float) that passes the gradient of the probabilities."""
+        return onehot.to(self.probs.dtype) + self.probs - self.probs.detach()
 
     def sample(self) -> torch.Tensor:
         # Inverse CDF: the first class whose cumulative probability exceeds u ~ U[0, 1), one uniform
@@ -76,11 +74,12 @@ class OneHotCategorical(Distribution):
         last = torch.arange(probs.shape[-1], device=probs.device) == probs.shape[-1] - 1
         upper = torch.where(last, torch.inf, cdf)
         lower = torch.cat([torch.zeros_like(cdf[..., :1]), cdf[..., :-1]], -1)
-        onehot = ((lower <= uniform) & (uniform < upper)).to(probs.dtype)
-        return onehot + self.probs - probs
+        return self._straight_through((lower <= uniform) & (uniform < upper))
 
     def mode(self) -> torch.Tensor:
-        return self._straight_through(self.probs.argmax(-1))
+        # a comparison, not F.one_hot: that one checks the index range, a reduction and a host assert
+        classes = torch.arange(self.probs.shape[-1], device=self.probs.device)
+        return self._straight_through(self.probs.argmax(-1, keepdim=True) == classes)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return (self.log_probs * value).sum(self.sum_dims)

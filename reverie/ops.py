@@ -154,10 +154,9 @@ class _TwoHotCrossEntropy(torch.autograd.Function):
         return grad_logits, None, None
 
 
-def twohot_cross_entropy(logits: torch.Tensor, targets, bins: torch.Tensor, scales=None) -> torch.Tensor:
+def twohot_cross_entropy(logits: torch.Tensor, targets, bins: torch.Tensor, scales) -> torch.Tensor:
     """Σ_i scale_i·CE(twohot(target_i), softmax(logits)) per row: logits (…, K), each target (…,) → (…).
     Several targets of the same logits (the critic's return and slow-critic targets) share one pass."""
-    scales = [1.0] * len(targets) if scales is None else scales
     index, weight = [], []
     for target, scale in zip(targets, scales):
         below, above, w_below, w_above = twohot_indices(target, bins)
