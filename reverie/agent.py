@@ -90,16 +90,19 @@ class Agent(nn.Module):
         for net in (getattr(self.wm.encoder, "cnn", None), getattr(self.wm.decoder, "cnn", None)):
             if net is not None:  # memory-bound norms and activations on (N, H, W, C) maps: fused
                 net.forward = torch.compile(net.forward, dynamic=False)
+        rssm.posterior_step = torch.compile(rssm.posterior_step, dynamic=False)
         rssm.observe_step = torch.compile(rssm.observe_step, dynamic=False)
         rssm.imagine_step = torch.compile(rssm.imagine_step, dynamic=False)
+        self.wm.imagine_step = torch.compile(self.wm.imagine_step, dynamic=False)  # with the features
         heads = [self.wm.reward, self.wm.cont]
         if self.ac is not None:
             self.ac.actor.raw = torch.compile(self.ac.actor.raw, dynamic=False)
             heads += [self.ac.critic, self.ac.slow_critic]
         twohot_mean = torch.compile(ops.twohot_logits_mean, dynamic=False)
+        twohot_loss = torch.compile(ops.twohot_cross_entropy, dynamic=False)  # softmax, gather, casts fused
         for head in heads:
             head.raw = torch.compile(head.raw, dynamic=False)
-            head.twohot_mean = twohot_mean
+            head.twohot_mean, head.twohot_loss = twohot_mean, twohot_loss
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:

@@ -107,10 +107,43 @@ class BlockLinear(nn.Module):
         trunc_normal_fan_in_(self.weight, in_features // blocks, outscale)
 
     def forward(self, x):
-        lead = x.shape[:-1]
-        x = x.reshape(-1, self.blocks, x.shape[-1] // self.blocks).transpose(0, 1)  # (G, N, I)
-        x = torch.bmm(x, self.weight.to(x.dtype)).transpose(0, 1)  # (N, G, O)
-        return x.reshape(*lead, -1) + self.bias.to(x.dtype)
+        return self.apply_params(x, self.weight, self.bias)
+
+    @staticmethod
+    def apply_params(x, weight, bias):
+        """(..., G·I) with weight (G, I, O) and bias (G·O) → (..., G·O)."""
+        lead, blocks = x.shape[:-1], weight.shape[0]
+        x = x.reshape(-1, blocks, x.shape[-1] // blocks).transpose(0, 1)  # (G, N, I)
+        x = torch.bmm(x, weight.to(x.dtype)).transpose(0, 1)  # (N, G, O)
+        return x.reshape(*lead, -1) + bias.to(x.dtype)
+
+
+def run_layer(layer: nn.Module, x: torch.Tensor, tape=None, name: str = "") -> torch.Tensor:
+    """layer(x); with a `weight_tape.StepTape`, each Linear and BlockLinear in it (Sequentials are
+    walked, their children named `name.index`) runs on its stopped parameters plus the tape's probe
+    of that name, so its weight gradient is formed once per sequence."""
+    if tape is None:
+        return layer(x)
+    if isinstance(layer, nn.Sequential):
+        for i, child in enumerate(layer):
+            x = run_layer(child, x, tape, f"{name}.{i}")
+        return x
+    if isinstance(layer, (nn.Linear, BlockLinear)):
+        forward = layer.apply_params if isinstance(layer, BlockLinear) else F.linear
+        return tape.linear(name, x, layer.weight, layer.bias, forward)
+    return layer(x)
+
+
+def tape_layers(module: nn.Module, name: str) -> dict[str, tuple]:
+    """The (weight, bias, kind) of every Linear and BlockLinear in `module`, named as
+    `run_layer(module, ..., name=name)` names them (see `weight_tape.SequenceTape`)."""
+    layers = {}
+    for path, layer in module.named_modules(prefix=name):
+        if isinstance(layer, nn.Linear):
+            layers[path] = (layer.weight, layer.bias, "linear")
+        elif isinstance(layer, BlockLinear):
+            layers[path] = (layer.weight, layer.bias, "block")
+    return layers
 
 
 class ChannelNorm(nn.Module):

@@ -83,8 +83,9 @@ def float32_for_few_rows(rows: int, device: torch.device):
     The posterior loop steps over only B rows (16 in a 16 × 64 batch) and acting over N envs: at
     such sizes a bf16 matmul is no faster than a float32 one, and every step would cast the weights
     and activations again. Measured here (XS dimensions, 64 posterior steps of 16 rows, forward +
-    backward, compiled, 2 threads, AMX): 343–371 ms in bf16, 253–287 ms in float32. Inputs must be
-    cast to float32 by the caller (`tokens.float()`)."""
+    backward, compiled, 2 threads, AMX): 343–371 ms in bf16, 253–287 ms in float32. Inputs computed
+    in bf16 outside (the posterior's token projection over all B·T rows) are promoted by the first
+    float32 operation that reads them."""
     if device.type == "cpu" and rows < FEW_ROWS and torch.is_autocast_enabled("cpu"):
         return torch.autocast("cpu", enabled=False)
     return contextlib.nullcontext()

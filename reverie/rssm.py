@@ -23,7 +23,8 @@ from torch import nn
 from . import ops
 from .config import RSSMConfig
 from .distributions import Normal, OneHotCategorical
-from .nets import BlockLinear, Dense, Linear, Norm, get_act
+from .nets import BlockLinear, Dense, Linear, Norm, get_act, run_layer, tape_layers
+from .weight_tape import SequenceTape, StepTape, layout
 
 
 class BlockGRU(nn.Module):
@@ -44,13 +45,23 @@ class BlockGRU(nn.Module):
         self.dyn_hidden = nn.Sequential(*layers)
         self.gates = BlockLinear(D if cfg.dyn_layers else block_in * G, 3 * D, G)
 
-    def forward(self, deter, stoch, action):
-        """(N, D), (N, S·K), (N, A) → (N, D)."""
+    def embed_action(self, action):
+        """(…, A) → (…, H): the action's projection, which does not depend on the state."""
+        return self.in_action(action)
+
+    def step_layers(self) -> dict[str, tuple]:
+        """The linear maps a step runs, for a `weight_tape.SequenceTape` (in_action runs ahead)."""
+        return {k: v for name in ("in_deter", "in_stoch", "dyn_hidden", "gates")
+                for k, v in tape_layers(getattr(self, name), f"core.{name}").items()}
+
+    def forward(self, deter, stoch, action_embed, tape=None):
+        """(N, D), (N, S·K), (N, H) from `embed_action` → (N, D); `tape`: see `RSSM.observe`."""
         G, n = self.blocks, deter.shape[0]
-        x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), self.in_action(action)], -1)
+        x = torch.cat([run_layer(self.in_deter, deter, tape, "core.in_deter"),
+                       run_layer(self.in_stoch, stoch, tape, "core.in_stoch"), action_embed], -1)
         x = torch.cat([deter.reshape(n, G, -1), x.unsqueeze(1).expand(n, G, x.shape[-1])], -1)
-        x = self.dyn_hidden(x.reshape(n, -1))
-        reset, cand, update = self.gates(x).reshape(n, G, 3, -1).unbind(2)  # each (N, G, D/G)
+        x = run_layer(self.dyn_hidden, x.reshape(n, -1), tape, "core.dyn_hidden")
+        reset, cand, update = run_layer(self.gates, x, tape, "core.gates").reshape(n, G, 3, -1).unbind(2)  # (N, G, D/G)
         return gru_update(reset, cand, update, deter.reshape(n, G, -1)).reshape(n, -1)
 
 
@@ -64,10 +75,18 @@ class GRU(nn.Module):
         norm = cfg.cell_norm or norm
         self.gates = nn.Sequential(Linear(H + D, 3 * D, bias=norm == "none"), Norm(3 * D, norm))
 
-    def forward(self, deter, stoch, action):
-        """(N, D), (N, S·K), (N, A) → (N, D)."""
-        x = self.inputs(torch.cat([stoch, action], -1))
-        reset, cand, update = self.gates(torch.cat([x, deter], -1)).chunk(3, -1)  # each (N, D)
+    def embed_action(self, action):
+        """The action enters the input layer together with z, so nothing is computed ahead."""
+        return action
+
+    def step_layers(self) -> dict[str, tuple]:
+        """The linear maps a step runs, for a `weight_tape.SequenceTape`."""
+        return {**tape_layers(self.inputs, "core.inputs"), **tape_layers(self.gates, "core.gates")}
+
+    def forward(self, deter, stoch, action, tape=None):
+        """(N, D), (N, S·K), (N, A) → (N, D); `tape`: see `RSSM.observe`."""
+        x = run_layer(self.inputs, torch.cat([stoch, action], -1), tape, "core.inputs")
+        reset, cand, update = run_layer(self.gates, torch.cat([x, deter], -1), tape, "core.gates").chunk(3, -1)  # (N, D)
         return gru_update(reset, cand, update, deter)
 
 
@@ -96,6 +115,7 @@ class RSSM(nn.Module):
         self.post_net = nn.Sequential(*post, Linear(H if post else D + token_dim, stats))
         if cfg.initial == "learned":
             self.initial_deter = nn.Parameter(torch.zeros(D))
+        self.tape_layout = layout(self.step_layers())  # where each step layer sits in a tape's probe
 
     # ---------------------------------------------------------------------------------------
     def initial(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:
@@ -114,44 +134,109 @@ class RSSM(nn.Module):
             return Normal(mean, F.softplus(std) + self.cfg.min_std, event_dims=2)
         return OneHotCategorical(stats, self.cfg.unimix, event_dims=1)
 
-    def core(self, deter, stoch, action):
-        """One recurrent step: (N, D), (N, S, K), (N, A) → (N, D); actions scaled by 1/max(1, |a|)."""
+    def embed_action(self, action: torch.Tensor) -> torch.Tensor:
+        """(…, A) → the core's action input: actions scaled by 1/max(1, |a|), then projected where
+        the core allows it (`BlockGRU.embed_action`); the posterior loop does this for all steps at once."""
         action = action / torch.clamp(action.abs(), min=1.0).detach()
-        return self.core_net(deter, stoch.flatten(-2), action)
+        return self.core_net.embed_action(action)
+
+    def core(self, deter, stoch, action):
+        """One recurrent step: (N, D), (N, S, K), (N, A) → (N, D)."""
+        return self.core_net(deter, stoch.flatten(-2), self.embed_action(action))
 
     def prior_stats(self, deter: torch.Tensor) -> torch.Tensor:
         """(…, D) → (…, S, K) logits or (…, S, 2) Normal statistics."""
         return self.prior_net(deter).unflatten(-1, self.stats_shape)
 
-    def posterior_stats(self, deter: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.post_net(torch.cat([deter, tokens], -1)).unflatten(-1, self.stats_shape)
+    def _posterior_input_layer(self) -> tuple[str, nn.Linear]:
+        """The posterior's first linear layer and its name in `step_layers`."""
+        return ("post.0.0", self.post_net[0][0]) if self.cfg.obs_layers else ("post.0", self.post_net[0])
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(…, E) → (…, P): the tokens' share W_x·x of the posterior's first layer W·[h, x] + b,
+        which does not depend on the state; the posterior loop computes it for all steps at once."""
+        return F.linear(tokens, self._posterior_input_layer()[1].weight[:, self.cfg.deter:])
+
+    def posterior_stats(self, deter: torch.Tensor, token_embed: torch.Tensor, tape=None) -> torch.Tensor:
+        """(…, D), (…, P) from `embed_tokens` → (…, S, K) logits or (…, S, 2) Normal statistics."""
+        name, first = self._posterior_input_layer()
+        weight = first.weight[:, :self.cfg.deter]  # the state's share
+        if tape is None:
+            x = F.linear(deter, weight, first.bias)
+        else:
+            x = tape.linear(name, deter, weight, first.bias)
+        x = x + token_embed
+        if self.cfg.obs_layers:  # the first Dense's norm and activation
+            x = self.post_net[0][2](self.post_net[0][1](x))
+        for i in range(1, len(self.post_net)):
+            x = run_layer(self.post_net[i], x, tape, f"post.{i}")
+        return x.unflatten(-1, self.stats_shape)
+
+    def step_layers(self) -> dict[str, tuple]:
+        """The linear maps of a posterior step, name → (weight, bias, kind), for a weight tape;
+        the first posterior layer contributes its state columns only."""
+        layers = {**self.core_net.step_layers(), **tape_layers(self.post_net, "post")}
+        name, first = self._posterior_input_layer()
+        layers[name] = (first.weight[:, :self.cfg.deter], first.bias, "linear")
+        return layers
 
     # ---------------------------------------------------------------------------------------
     def observe_step(self, state, prev_action, tokens, is_first, sample: bool = True):
         """Posterior step. state (N, ·), prev_action (N, A), tokens (N, E), is_first (N,)."""
         keep = (~is_first).to(tokens.dtype).unsqueeze(-1)  # (N, 1)
+        return self.posterior_step(state, self.embed_action(prev_action * keep), self.embed_tokens(tokens), keep,
+                                   sample=sample)
+
+    def posterior_step(self, state, action_embed, token_embed, keep, probe=None, sample: bool = True):
+        """Posterior step from the state-independent inputs: action_embed (N, ·) from `embed_action`
+        of the previous action (zeroed where an episode starts), token_embed (N, P) from
+        `embed_tokens`, keep (N, 1) 0 where an episode starts and 1 elsewhere. Returns the state
+        and the posterior statistics, and with `probe` (N, ΣO) (a `SequenceTape`'s for this step)
+        also the taped layers' inputs (N, ΣI)."""
+        tape = None if probe is None else StepTape(probe, self.tape_layout)
         deter, stoch = state["deter"] * keep, state["stoch"] * keep.unsqueeze(-1)
         if self.cfg.initial == "learned":
             start = self.initial(deter.shape[0])
             deter = deter + (1 - keep) * start["deter"]
             stoch = stoch + (1 - keep).unsqueeze(-1) * start["stoch"]
-        deter = self.core(deter, stoch, prev_action * keep)
-        stats = self.posterior_stats(deter, tokens)
+        deter = self.core_net(deter, stoch.flatten(-2), action_embed, tape)
+        stats = self.posterior_stats(deter, token_embed, tape)
         dist = self.dist(stats)
         stoch = dist.sample() if sample else dist.mode()
-        return {"deter": deter, "stoch": stoch}, stats
+        if tape is None:
+            return {"deter": deter, "stoch": stoch}, stats
+        return {"deter": deter, "stoch": stoch}, stats, tape.recorded()
 
     def observe(self, state, prev_actions, tokens, is_first):
         """Roll the posterior over a sequence: prev_actions (B, T, A), tokens (B, T, E), is_first (B, T).
-        Returns the last state and {"deter": (B, T, D), "stoch": (B, T, S, K), "stats": (B, T, S, ·)}."""
+        Returns the last state and {"deter": (B, T, D), "stoch": (B, T, S, K), "stats": (B, T, S, ·)}.
+
+        The inputs that do not depend on the state (the action's projection, the tokens' share of
+        the posterior layer) are computed for all B·T steps before the loop: one large matmul
+        instead of T small ones, each gradient formed once (`unbind`, not T zero-padded selects).
+        The step's own weight gradients are formed once per sequence too (`weight_tape`)."""
+        B, T = is_first.shape
+        keep = (~is_first).float().unsqueeze(-1)  # (B, T, 1)
+        action_embed = self.embed_action(prev_actions * keep).unbind(1)  # T × (B, ·)
+        token_embed = self.embed_tokens(tokens).unbind(1)  # T × (B, P)
+        matmul_dtype = ops.compute_dtype(keep)  # the sequence's autocast dtype, for the weight gradients
         deters, stochs, stats = [], [], []
-        with ops.float32_for_few_rows(tokens.shape[0], tokens.device):
-            tokens = tokens.float()
-            for t in range(tokens.shape[1]):
-                state, stat = self.observe_step(state, prev_actions[:, t], tokens[:, t], is_first[:, t])
+        with ops.float32_for_few_rows(B, tokens.device):
+            layers = self.step_layers()
+            tape = None
+            if SequenceTape.wanted(layers):
+                tape = SequenceTape(layers, T, B, ops.compute_dtype(keep), matmul_dtype)
+            for t, keep_t in enumerate(keep.unbind(1)):
+                if tape is None:
+                    state, stat = self.posterior_step(state, action_embed[t], token_embed[t], keep_t)
+                else:
+                    state, stat, inputs = self.posterior_step(state, action_embed[t], token_embed[t], keep_t, tape.probe(t))
+                    tape.record(inputs)
                 deters.append(state["deter"])
                 stochs.append(state["stoch"])
                 stats.append(stat)
+        if tape is not None:
+            tape.finish()
         seq = {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1), "stats": torch.stack(stats, 1)}
         return state, seq
 
