@@ -208,11 +208,14 @@ class TwoHot(Distribution):
     With `symlog=True` (DreamerV3 2023) the bins live in symlog space: the target is symlog(y)
     and the prediction symexp(Σ p_k·b_k)."""
 
-    def __init__(self, logits: torch.Tensor, bins: torch.Tensor, symlog: bool = False, mean_fn=ops.twohot_logits_mean):
+    def __init__(self, logits: torch.Tensor, bins: torch.Tensor, symlog: bool = False,
+                 mean_fn=ops.twohot_logits_mean, loss_fn=ops.twohot_cross_entropy):
         self.logits = logits  # cast to float32 where used
         self.bins = bins
         self.symlog = symlog
-        self.mean_fn = mean_fn  # (logits, bins) → Σ p_k·b_k; the head's compiled one under run.compile
+        # The head's compiled versions under run.compile: (logits, bins) → Σ p_k·b_k, and
+        # (logits, targets, bins, scales) → Σ_i scale_i·CE(twohot(target_i), softmax(logits)).
+        self.mean_fn, self.loss_fn = mean_fn, loss_fn
 
     def mean(self) -> torch.Tensor:
         mean = self.mean_fn(self.logits, self.bins)
@@ -226,7 +229,7 @@ class TwoHot(Distribution):
     def loss_sum(self, targets, scales) -> torch.Tensor:
         targets = [t.detach().float() for t in targets]
         targets = [ops.symlog(t) if self.symlog else t for t in targets]
-        return ops.twohot_cross_entropy(self.logits, targets, self.bins, scales)
+        return self.loss_fn(self.logits, targets, self.bins, scales)
 
 
 class Bernoulli(Distribution):

@@ -127,7 +127,8 @@ class ScalarHead(nn.Module):
         if twohot:
             grid = torch.linspace(-20.0, 20.0, bins) if kind == "twohot_symlog" else ops.symexp_bins(bins)
             self.register_buffer("bins", grid, persistent=False)
-        self.twohot_mean = ops.twohot_logits_mean  # replaced by a compiled one under run.compile
+        self.twohot_mean = ops.twohot_logits_mean  # these two are replaced by compiled ones under run.compile
+        self.twohot_loss = ops.twohot_cross_entropy
 
     def forward(self, feat: torch.Tensor):
         return self.dist(self.raw(feat))
@@ -141,7 +142,8 @@ class ScalarHead(nn.Module):
             return Bernoulli(x.squeeze(-1))
         if self.kind == "mse":
             return SymlogMSE(x.squeeze(-1), event_dims=0, squash=False, scale=0.5)
-        return TwoHot(x, self.bins, symlog=self.kind == "twohot_symlog", mean_fn=self.twohot_mean)
+        return TwoHot(x, self.bins, symlog=self.kind == "twohot_symlog", mean_fn=self.twohot_mean,
+                      loss_fn=self.twohot_loss)
 
 
 class WorldModel(nn.Module):
@@ -165,6 +167,12 @@ class WorldModel(nn.Module):
     def features(state: dict[str, torch.Tensor]) -> torch.Tensor:
         """Concatenate h and the flattened z: (..., D + S·K)."""
         return torch.cat([state["deter"], state["stoch"].flatten(-2)], -1)
+
+    def imagine_step(self, state: dict[str, torch.Tensor], action: torch.Tensor, dtype: torch.dtype):
+        """A prior step (`RSSM.imagine_step`) and the new state's features in `dtype`, (N, F): one
+        compiled function under run.compile, so the features are written once, already cast."""
+        state = self.rssm.imagine_step(state, action)
+        return state, self.features(state).to(dtype)
 
     def initial(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:
         state = self.rssm.initial(batch_size, device)

@@ -130,8 +130,8 @@ class ActorCritic(nn.Module):
                 action = self.actor.dist(raw if self.backprop else raw.detach()).sample()
                 actions.append(action)
                 if t < horizon:
-                    state = wm.rssm.imagine_step(state, action)
-                    feats.append(wm.features(state).to(dtype))
+                    state, feat = wm.imagine_step(state, action, dtype)
+                    feats.append(feat)
         return torch.stack(feats, 1), torch.stack(actions, 1), torch.stack(raws, 1)
 
     def loss(self, wm: WorldModel, post: dict[str, torch.Tensor], data: dict[str, torch.Tensor], contdisc: bool):
