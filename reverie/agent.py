@@ -90,6 +90,8 @@ class Agent(nn.Module):
         for net in (getattr(self.wm.encoder, "cnn", None), getattr(self.wm.decoder, "cnn", None)):
             if net is not None:  # memory-bound norms and activations on (N, H, W, C) maps: fused
                 net.forward = torch.compile(net.forward, dynamic=False)
+        if self.wm.decoder.cnn_keys:  # casts, error and its gradient over the images: one pass each
+            self.wm.decoder.image_loss = torch.compile(ops.image_squared_error, dynamic=False)
         rssm.posterior_step = torch.compile(rssm.posterior_step, dynamic=False)
         rssm.observe_step = torch.compile(rssm.observe_step, dynamic=False)
         rssm.imagine_step = torch.compile(rssm.imagine_step, dynamic=False)

@@ -276,17 +276,18 @@ class SymlogMSE(Distribution):
 
 class ImageMSE(Distribution):
     """Image prediction in the [0, 1] intensity space, squared error against x/255 summed over
-    (H, W, C); `scale` 0.5 gives the Normal(pred, 1) negative log-likelihood (DreamerV1/V2)."""
+    (H, W, C); `scale` 0.5 gives the Normal(pred, 1) negative log-likelihood (DreamerV1/V2).
+    `loss_fn` is `ops.image_squared_error` or the decoder's compiled copy of it."""
 
-    def __init__(self, pred: torch.Tensor, scale: float = 1.0):
-        self.pred = pred.float()
+    def __init__(self, pred: torch.Tensor, scale: float = 1.0, loss_fn=ops.image_squared_error):
+        self.pred = pred  # cast to float32 where used
         self.scale = scale
+        self.loss_fn = loss_fn
 
     def mode(self):
-        return self.pred
+        return self.pred.float()
 
     mean = mode
 
     def loss(self, target):
-        target = target.detach().float() / 255.0
-        return self.scale * (self.pred - target).square().sum((-3, -2, -1))
+        return self.loss_fn(self.pred, target.detach(), self.scale)

@@ -166,6 +166,13 @@ def twohot_cross_entropy(logits: torch.Tensor, targets, bins: torch.Tensor, scal
     return _TwoHotCrossEntropy.apply(logits.float(), torch.stack(index, -1), torch.stack(weight, -1).float())
 
 
+def image_squared_error(pred: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale·Σ_{H,W,C} (pred − target/255)² per image: pred (…, H, W, C) in [0, 1], target uint8 (or
+    float in [0, 255]) → (…). One function so that a compiled copy fuses the casts, the error and
+    its gradient into one pass each over the images."""
+    return scale * (pred.float() - target.float() / 255.0).square().sum((-3, -2, -1))
+
+
 def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Two-hot target distribution over `bins`: (...,) → (..., K)."""
     below, above, w_below, w_above = twohot_indices(target, bins)

@@ -94,6 +94,7 @@ class MultiDecoder(nn.Module):
             self.cnn = ConvDecoder(deter, stoch, (h, w, channels), cfg.depth, cfg.mults, cfg.kernel,
                                    cfg.units, cfg.block_space, norm, act, cfg.resize,
                                    output="sigmoid" if cfg.dist == "mse" else "offset")
+            self.image_loss = ops.image_squared_error  # replaced by a compiled one under run.compile
 
     def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> dict:
         """deter (N, D), stoch (N, S·K) → {key: distribution over (N, *shape)}."""
@@ -108,7 +109,7 @@ class MultiDecoder(nn.Module):
             images = self.cnn(deter, stoch)  # (N, H, W, C_total)
             sizes = [self.shapes[k][-1] for k in self.cnn_keys]
             for key, part in zip(self.cnn_keys, images.split(sizes, -1)):
-                dists[key] = ImageMSE(part, self.scale)
+                dists[key] = ImageMSE(part, self.scale, self.image_loss)
         return dists
 
 
