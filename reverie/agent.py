@@ -78,10 +78,10 @@ class Agent(nn.Module):
 
     def compile_hot_paths(self) -> None:
         """torch.compile the functions an update calls once per time step — the posterior step
-        (64× per batch), the prior step and the policy head (16× per imagination) — the CNN
-        encoder and decoder, and the reward, continue and critic heads (run over every imagined
-        state), so elementwise chains (norms, activations, gates, bf16 casts) fuse into few
-        kernels. Each compiles once per input shape (first update and first `act`); random ops
+        (64× per batch), the prior step with its features and the policy head (16× per
+        imagination) — the CNN encoder and decoder, the reward, continue and critic heads (run
+        over every imagined state) and the two-hot and image losses, so elementwise chains (norms,
+        activations, gates, losses, bf16 casts) fuse into few kernels. Each compiles once per input shape (first update and first `act`); random ops
         keep torch's eager generator, so a compiled update draws the same samples as an eager one."""
         import torch._inductor.config as inductor_config
 
