@@ -81,8 +81,9 @@ class Agent(nn.Module):
         (64× per batch), the prior step with its features and the policy head (16× per
         imagination) — the CNN encoder and decoder, the reward, continue and critic heads (run
         over every imagined state) and the two-hot and image losses, so elementwise chains (norms,
-        activations, gates, losses, bf16 casts) fuse into few kernels. Each compiles once per input shape (first update and first `act`); random ops
-        keep torch's eager generator, so a compiled update draws the same samples as an eager one."""
+        activations, gates, losses, bf16 casts) fuse into few kernels. Each compiles once per input
+        shape (first update and first `act`); random ops keep torch's eager generator, so a compiled
+        update draws the same samples as an eager one."""
         import torch._inductor.config as inductor_config
 
         inductor_config.fallback_random = True

@@ -86,7 +86,8 @@ class GRU(nn.Module):
     def forward(self, deter, stoch, action, tape=None):
         """(N, D), (N, S·K), (N, A) → (N, D); `tape`: see `RSSM.observe`."""
         x = run_layer(self.inputs, torch.cat([stoch, action], -1), tape, "core.inputs")
-        reset, cand, update = run_layer(self.gates, torch.cat([x, deter], -1), tape, "core.gates").chunk(3, -1)  # (N, D)
+        gates = run_layer(self.gates, torch.cat([x, deter], -1), tape, "core.gates")
+        reset, cand, update = gates.chunk(3, -1)  # each (N, D)
         return gru_update(reset, cand, update, deter)
 
 
@@ -230,7 +231,8 @@ class RSSM(nn.Module):
                 if tape is None:
                     state, stat = self.posterior_step(state, action_embed[t], token_embed[t], keep_t)
                 else:
-                    state, stat, inputs = self.posterior_step(state, action_embed[t], token_embed[t], keep_t, tape.probe(t))
+                    state, stat, inputs = self.posterior_step(
+                        state, action_embed[t], token_embed[t], keep_t, tape.probe(t))
                     tape.record(inputs)
                 deters.append(state["deter"])
                 stochs.append(state["stoch"])

@@ -61,8 +61,8 @@ class StepTape:
         return y + self.probe[..., start:start + size].to(y.dtype)
 
     def recorded(self) -> torch.Tensor:
-        """The taped layers' inputs side by side, (N, ΣI) in layout order."""
-        return torch.cat([self.inputs[name].float() for name in self.layout], -1)
+        """The taped layers' inputs side by side, (N, ΣI) in layout order (their common dtype)."""
+        return torch.cat([self.inputs[name] for name in self.layout], -1)
 
 
 class SequenceTape:
@@ -108,7 +108,8 @@ class SequenceTape:
                 dw = g.t() @ x  # (O, I)
             else:  # per block X_gᵀ·G_g: (G, I/G, O/G)
                 blocks = weight.shape[0]
-                dw = torch.bmm(x.unflatten(-1, (blocks, -1)).permute(1, 2, 0), g.unflatten(-1, (blocks, -1)).transpose(0, 1))
+                xg = x.unflatten(-1, (blocks, -1)).permute(1, 2, 0)  # (G, I/G, T·N)
+                dw = torch.bmm(xg, g.unflatten(-1, (blocks, -1)).transpose(0, 1))
             grads += [dw.to(weight.dtype), None if bias is None else g_all[:, o:o + n_out].sum(0, dtype=bias.dtype)]
         return grads
 
