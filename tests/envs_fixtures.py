@@ -61,11 +61,11 @@ if COUNTER_ID not in gym.registry:
 
 
 class TupleObsEnv(CounterEnv):
-    """An observation space Reverie does not support."""
+    """An observation space Reverie does not support: a Tuple whose entry 1 is a Text space."""
 
     def __init__(self):
         super().__init__()
-        self.observation_space = gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Discrete(3)])
+        self.observation_space = gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Text(5)])
 
 
 class DyingEnv(CounterEnv):

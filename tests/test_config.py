@@ -105,7 +105,7 @@ def run_cli(args, capsys):
     (["train", "model.rssm.deter=x"], "expects int"),
     (["train", "oops"], "not of the form key=value"),
     (["train", "--env", "NoSuchEnv-v9"], "unknown environment 'NoSuchEnv-v9'"),
-    (["train", "--env", "envs_fixtures:make_tuple_obs_env"], "observation space Tuple("),
+    (["train", "--env", "envs_fixtures:make_tuple_obs_env"], "observation entry 'obs/1' has space Text("),
     (["train", "--steps", "0"], "--steps must be a positive"),
     (["train", "run.steps=0"], "run.steps must be ≥ 1"),
     (["train", "--steps", "-5"], "--steps must be a positive"),

@@ -7,8 +7,14 @@ Observations become a flat dict of arrays (DESIGN §3):
 - any other ``Box`` is flattened to a float32 vector;
 - ``Discrete(n)`` is a one-hot float32 vector (n,), ``MultiDiscrete`` concatenated one-hots,
   ``MultiBinary`` a flattened float32 vector of 0/1;
-- a ``Dict`` gives one key per entry (nested dicts joined with "/"), each converted by the rules
-  above. A non-Dict space uses the key "image" or "vector".
+- ``Dict`` and ``Tuple`` spaces, nested in any combination, are flattened into one key per leaf,
+  each converted by the rules above, in the space's own order (Dict entries as the Dict orders them,
+  Tuple entries by index). A key joins the path to its leaf with "/": Dict entry names as they are,
+  Tuple indices as numbers, and a top-level Tuple starts the path with "obs". So Dict({"a": Dict({"b":
+  ...})}) gives "a/b", Dict({"a": Tuple((Box, Discrete))}) gives "a/0" and "a/1", Tuple((Dict({"x":
+  ...}), Box)) gives "obs/0/x" and "obs/1", and Blackjack's Tuple(Discrete(32), Discrete(11),
+  Discrete(2)) gives "obs/0" (32,), "obs/1" (11,) and "obs/2" (2,). A space with neither uses the
+  key "image" or "vector".
 
 Actions: the agent always emits a flat float32 vector (A,). For ``Discrete``, ``MultiDiscrete`` and
 ``MultiBinary`` spaces it is one one-hot block per dimension; for ``Box`` it lives in [-1, 1] and is
@@ -30,7 +36,7 @@ from reverie.errors import EnvError
 RESERVED_KEYS = ("reward", "is_first", "is_last", "is_terminal", "action")
 """Step-dict fields that an observation key may not use."""
 
-_SUPPORTED_OBS = "Box, Discrete, MultiDiscrete, MultiBinary, and Dict of these"
+_SUPPORTED_OBS = "Box, Discrete, MultiDiscrete, MultiBinary, and Dict or Tuple spaces of these, nested freely"
 _SUPPORTED_ACT = "Discrete, MultiDiscrete, MultiBinary and Box"
 
 
@@ -170,14 +176,15 @@ class _ObsEntry:
     """How one leaf of the observation space becomes one key of the step dict."""
 
     key: str
-    path: tuple[Any, ...]  # keys into nested Dict observations; () for a non-Dict space
+    path: tuple[tuple[str, Any], ...]  # ("dict", name) or ("tuple", index) per nesting level; () at top level
     kind: str  # image | box | discrete | multidiscrete | multibinary
     spec: ArraySpec
     nvec: tuple[int, ...] = ()  # class counts, flattened (discrete kinds)
     start: tuple[int, ...] = ()  # first class value, flattened (discrete kinds)
 
 
-def _leaf_entry(key: str, path: tuple[Any, ...], space: Any, where: str) -> _ObsEntry:
+def _leaf_entry(key: str, path: tuple[tuple[str, Any], ...], space: Any, where: str) -> _ObsEntry:
+    """One leaf space -> its ``_ObsEntry``; an unsupported space raises ``EnvError`` naming ``where``."""
     if isinstance(space, gym.spaces.Box):
         if _is_image_box(space):
             h, w = space.shape[:2]
@@ -196,17 +203,28 @@ def _leaf_entry(key: str, path: tuple[Any, ...], space: Any, where: str) -> _Obs
         return _ObsEntry(key, path, "multibinary", ArraySpec((size,), np.float32))
     raise EnvError(
         f"{where} {_describe(space)} is not supported: Reverie handles {_SUPPORTED_OBS}; "
-        "wrap the env to convert it (gymnasium.wrappers.FlattenObservation handles Tuple)"
+        "wrap the env to convert it (e.g. gymnasium.wrappers.TransformObservation)"
     )
 
 
-def _collect(space: Any, path: tuple[Any, ...], out: list[_ObsEntry]) -> None:
+def _path_key(path: tuple[tuple[str, Any], ...]) -> str:
+    """Observation key of a nesting path: names and indices joined with "/", "obs/" first under a Tuple."""
+    parts = [str(name) for _, name in path]
+    return "/".join(["obs"] + parts if path[0][0] == "tuple" else parts)
+
+
+def _collect(space: Any, path: tuple[tuple[str, Any], ...], out: list[_ObsEntry]) -> None:
+    """Append one ``_ObsEntry`` per leaf of ``space`` (depth first, in the space's order) to ``out``."""
     if isinstance(space, gym.spaces.Dict):
         for name, sub in space.spaces.items():
-            _collect(sub, path + (name,), out)
+            _collect(sub, path + (("dict", name),), out)
+        return
+    if isinstance(space, gym.spaces.Tuple):
+        for index, sub in enumerate(space.spaces):
+            _collect(sub, path + (("tuple", index),), out)
         return
     if path:
-        key = "/".join(str(p) for p in path)
+        key = _path_key(path)
         where = f"observation entry {key!r} has space"
     else:
         key = "image" if isinstance(space, gym.spaces.Box) and _is_image_box(space) else "vector"
@@ -225,7 +243,9 @@ class ObsConverter:
         entries: list[_ObsEntry] = []
         _collect(space, (), entries)
         if not entries:
-            raise EnvError("the observation space is an empty Dict: give the env at least one observation entry")
+            raise EnvError(
+                "the observation space is an empty Dict or Tuple: give the env at least one observation entry"
+            )
         seen: set[str] = set()
         for entry in entries:
             if entry.key in RESERVED_KEYS:
@@ -235,7 +255,8 @@ class ObsConverter:
                 )
             if entry.key in seen:
                 raise EnvError(
-                    f"observation key {entry.key!r} occurs twice after joining nested Dict keys with '/'; rename one"
+                    f"observation key {entry.key!r} occurs twice after joining nested Dict keys and Tuple "
+                    "indices with '/'; rename one"
                 )
             seen.add(entry.key)
         self.entries = tuple(entries)
@@ -245,11 +266,18 @@ class ObsConverter:
         return {entry.key: _convert_leaf(entry, _lookup(raw_obs, entry.path)) for entry in self.entries}
 
 
-def _lookup(raw_obs: Any, path: tuple[Any, ...]) -> Any:
+def _lookup(raw_obs: Any, path: tuple[tuple[str, Any], ...]) -> Any:
+    """The leaf value at ``path`` in a raw observation of nested dicts and tuples (or lists, arrays)."""
     value = raw_obs
-    for name in path:
-        if not isinstance(value, Mapping) or name not in value:
-            raise EnvError(f"observation is missing entry {'/'.join(map(str, path))!r} declared by its Dict space")
+    for depth, (kind, name) in enumerate(path, 1):
+        if kind == "dict":
+            found = isinstance(value, Mapping) and name in value
+        else:  # a tuple, list or array of at least 1-D, as gymnasium's Tuple.contains accepts
+            sequence = isinstance(value, (tuple, list)) or (isinstance(value, np.ndarray) and value.ndim > 0)
+            found = sequence and 0 <= name < len(value)
+        if not found:
+            where, space = _path_key(path[:depth]), "Dict" if kind == "dict" else "Tuple"
+            raise EnvError(f"observation is missing entry {where!r} declared by its {space} space")
         value = value[name]
     return value
 
