@@ -2,9 +2,12 @@
 
 Grid (what the world model predicts, next to what happened):
 
-    openloop_grid(truth, pred, max_samples=4) -> (T, 3*H, S*W, C) uint8
-        rows: truth, model prediction, error; columns: up to `max_samples` sequences.
+    openloop_grid(truth, pred, max_samples=4) -> (T, 3*H, L + S*W, C) uint8
+        rows: truth, model prediction, error; columns: up to `max_samples` sequences, after a
+        left-hand strip L = `label_width()` pixels wide (32) naming each row ("truth", "model",
+        "error"; `labels=False` leaves it out: (T, 3*H, S*W, C)).
     openloop_videos(report) -> {"openloop/{key}": grid} for every image key of `Agent.report`.
+    label_rows(frames, labels) -> the same frames with that label strip on the left.
 
 The error row shows `(pred − truth + 256) // 2` per pixel and channel: mid-grey (128) where the
 prediction equals the truth, brighter where the model predicts too bright, darker where too dark
@@ -13,19 +16,33 @@ prediction equals the truth, brighter where the model predicts too bright, darke
 Encoders, all taking (T, H, W, C) uint8 frames with C in (1, 3, 4):
 
     write_gif(path, frames, fps)      looping GIF through Pillow (alpha dropped).
-    write_mp4(path, frames, fps)      H.264 MP4 through imageio + imageio-ffmpeg, padded to even
-                                      sizes; returns False (and warns once) when they are missing.
+    write_mp4(path, frames, fps)      H.264 MP4 through imageio + imageio-ffmpeg; returns False
+                                      (and warns once) when they are missing.
     add_tensorboard_gif(tb, tag, frames, step, fps)
                                       an animated GIF as a TensorBoard image summary (needs no moviepy).
     write_video(logdir, step, name, frames, fps, scale, tb)
                                       all of the above as `videos/{name}_{step:09d}.{gif,mp4}`.
+
+The GIF and the MP4 of a video hold the same frames, at the same rate and size:
+
+- Frames: every frame is its own GIF frame, also where consecutive frames are equal (Pillow's
+  own GIF writer would merge those into one longer frame), so a GIF of T frames has T frames.
+- Size: every encoder pads frames with black on the right/bottom to even sizes (H.264 in yuv420p
+  needs them; the MP4 is never rescaled to a macro-block multiple), so a 9×7 video is 10×8 in
+  every format.
+- Rate: a GIF frame lasts a whole number of centiseconds, so only 100/k frames per second are
+  exact. `video_fps(fps)` picks that rate (k = round(100 / fps), at least 2: browsers show
+  shorter GIF delays as 100 ms, so 50 fps is the fastest), and both formats use it: the default
+  20 fps (50 ms) and 10, 25 and 50 fps stay as asked, 15 fps becomes 100/7 ≈ 14.29, 30 becomes
+  100/3 ≈ 33.33, 24 becomes 25.
+- What still differs is colour only: the GIF holds up to 256 colours a frame, the MP4 is lossy
+  H.264 in yuv420p.
 
 Every file is written atomically (a temporary file, then a rename).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import warnings
@@ -35,22 +52,28 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from .errors import ReverieWarning, UserError
 
 __all__ = [
+    "ROW_LABELS",
     "add_tensorboard_gif",
     "check_frames",
     "encode_gif",
+    "even_frames",
+    "label_rows",
+    "label_width",
     "openloop_grid",
     "openloop_videos",
     "safe_video_name",
     "upscale",
+    "video_fps",
     "write_gif",
     "write_mp4",
     "write_video",
 ]
 
 _PREFIX, _TRUTH, _PRED = "openloop/", "/truth", "/pred"
+ROW_LABELS = ("truth", "model", "error")
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,17 +89,18 @@ def _as_uint8_array(x: Any, what: str) -> np.ndarray:
     return x
 
 
-def openloop_grid(truth: Any, pred: Any, max_samples: int = 4) -> np.ndarray:
+def openloop_grid(truth: Any, pred: Any, max_samples: int = 4, labels: bool = True) -> np.ndarray:
     """Truth, prediction and error of image sequences as one video.
 
     Args:
         truth, pred: (B, T, H, W, C) uint8 torch tensors or numpy arrays, C in (1, 3, 4).
         max_samples: at most this many sequences (the first ones) side by side.
+        labels: put a strip naming the rows ("truth", "model", "error") on the left.
 
     Returns:
-        (T, 3*H, S*W, C) uint8 with S = min(B, max_samples); rows top to bottom: truth, model
-        prediction, error `(pred − truth + 256) // 2` (128 = no error). C is kept as given
-        (a grey input gives a grey grid).
+        (T, 3*H, L + S*W, C) uint8 with S = min(B, max_samples) and L = `label_width()` (0 without
+        labels); rows top to bottom: truth, model prediction, error `(pred − truth + 256) // 2`
+        (128 = no error). C is kept as given (a grey input gives a grey grid).
     """
     truth, pred = _as_uint8_array(truth, "truth"), _as_uint8_array(pred, "pred")
     if truth.ndim != 5 or truth.shape[-1] not in (1, 3, 4):
@@ -91,7 +115,63 @@ def openloop_grid(truth: Any, pred: Any, max_samples: int = 4) -> np.ndarray:
     rows = np.stack([truth, pred, error], axis=1)  # (S, 3, T, H, W, C)
     S, R, T, H, W, C = rows.shape
     # (T, rows, H, samples, W, C) → (T, 3H, SW, C)
-    return np.ascontiguousarray(rows.transpose(2, 1, 3, 0, 4, 5).reshape(T, R * H, S * W, C))
+    grid = np.ascontiguousarray(rows.transpose(2, 1, 3, 0, 4, 5).reshape(T, R * H, S * W, C))
+    return label_rows(grid, ROW_LABELS) if labels else grid
+
+
+# Row labels: Pillow's bitmap font (11 px tall, 6 px a character), white on black.
+_LABEL_MARGIN = 1
+
+
+def _label_font() -> Any:
+    try:
+        from PIL import ImageFont
+    except ImportError as error:
+        raise UserError("writing videos needs Pillow: pip install pillow") from error
+    # The bitmap font is the same on every install (load_default() is a FreeType font where
+    # Pillow has FreeType, ≥ 10.1) and stays crisp at this size.
+    return getattr(ImageFont, "load_default_imagefont", ImageFont.load_default)()
+
+
+def label_width(labels: tuple[str, ...] = ROW_LABELS) -> int:
+    """Width in pixels of the label strip `label_rows` adds: the widest label and a margin, even
+    (so it keeps the parity of the frame width); 32 for the grid's labels."""
+    font = _label_font()
+    widest = max(font.getbbox(text)[2] for text in labels)
+    width = widest + 2 * _LABEL_MARGIN
+    return width + width % 2
+
+
+def _label_strip(height: int, rows: int, channels: int, labels: tuple[str, ...]) -> np.ndarray:
+    """(rows*height, label_width(labels), channels) uint8: label i centred in row i, each label
+    clipped to its row (rows under 11 px show part of it)."""
+    from PIL import Image, ImageDraw
+
+    font, width = _label_font(), label_width(labels)
+    strip = np.zeros((rows * height, width), np.uint8)
+    for row, text in enumerate(labels):
+        image = Image.new("L", (width, height), 0)
+        left, top, right, bottom = ImageDraw.Draw(image).textbbox((0, 0), text, font=font)
+        x = (width - (right - left)) // 2 - left
+        y = (height - (bottom - top)) // 2 - top
+        ImageDraw.Draw(image).text((x, y), text, fill=255, font=font)
+        strip[row * height:(row + 1) * height] = np.asarray(image)
+    strip = np.repeat(strip[..., None], channels, axis=-1)
+    if channels == 4:
+        strip[..., 3] = 255  # opaque
+    return strip
+
+
+def label_rows(frames: Any, labels: tuple[str, ...] | list[str] = ROW_LABELS) -> np.ndarray:
+    """(T, R*H, W, C) uint8 frames made of R = len(labels) rows of equal height H, with a strip
+    naming the rows on the left: (T, R*H, label_width(labels) + W, C). The frame count is kept."""
+    frames = check_frames(frames, "labelled video")
+    labels = tuple(str(text) for text in labels)
+    T, height, width, channels = frames.shape
+    if not labels or height % len(labels):
+        raise ValueError(f"{height} pixels cannot be cut into {len(labels)} rows of equal height")
+    strip = _label_strip(height // len(labels), len(labels), channels, labels)
+    return np.concatenate([np.broadcast_to(strip, (T, *strip.shape)), frames], axis=2)
 
 
 def openloop_videos(report: Mapping[str, Any], max_samples: int = 4) -> dict[str, np.ndarray]:
@@ -99,7 +179,8 @@ def openloop_videos(report: Mapping[str, Any], max_samples: int = 4) -> dict[str
 
     An image key is one whose `openloop/{key}/truth` and `openloop/{key}/pred` are both 5-D
     uint8 (B, T, H, W, C); vector keys and the `/mse` entries are skipped. Keys keep the report's
-    order. Each grid is (T, 3*H, S*W, C) uint8, ready for `MetricsWriter.video(step, name, grid)`.
+    order. Each grid is (T, 3*H, label_width() + S*W, C) uint8 with its rows labelled, ready for
+    `MetricsWriter.video(step, name, grid)`.
     """
     videos: dict[str, np.ndarray] = {}
     for name, truth in report.items():
@@ -148,6 +229,33 @@ def _rgb(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[..., :3])
 
 
+def even_frames(frames: np.ndarray) -> np.ndarray:
+    """(T, H', W', C): padded with black on the right/bottom to even H' and W' (what H.264 in
+    yuv420p needs). Every encoder here pads, so a video has one size in all formats."""
+    T, H, W, C = frames.shape
+    if H % 2 == 0 and W % 2 == 0:
+        return frames
+    return np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)))
+
+
+GIF_MIN_DELAY_CS = 2  # browsers show GIF frames of 0 or 1 centisecond for 10 centiseconds
+
+
+def _gif_delay_cs(fps: float) -> int:
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    return int(min(65535, max(GIF_MIN_DELAY_CS, round(100 / fps))))
+
+
+def video_fps(fps: float) -> float:
+    """The rate videos asked for at `fps` are written at, in GIF and MP4 alike: 100/k frames per
+    second for the whole number of centiseconds k = round(100 / fps), 2 ≤ k ≤ 65535 (a GIF frame
+    lasts whole centiseconds, and browsers play shorter delays than 2 as 10). 20 fps (the
+    default), 10, 25 and 50 are exact; 15 → 100/7 ≈ 14.29, 30 → 100/3 ≈ 33.33, 24 → 25, above
+    50 → 50."""
+    return 100 / _gif_delay_cs(fps)
+
+
 def safe_video_name(name: str) -> str:
     """A file-name-safe form of a video tag: runs of other characters than [A-Za-z0-9_.-] → "_"."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
@@ -158,25 +266,41 @@ def safe_video_name(name: str) -> str:
 
 
 def encode_gif(frames: np.ndarray, fps: float = 20) -> bytes:
-    """A looping animated GIF of (T, H, W, C) uint8 frames (Pillow; alpha dropped)."""
+    """A looping animated GIF of (T, H, W, C) uint8 frames (Pillow; alpha dropped).
+
+    Every frame is kept as its own GIF frame (equal neighbours too, which Pillow's `save_all`
+    would merge), each `100 / video_fps(fps)` ms long, each with its own 256-colour palette
+    (RGB frames quantised as Pillow does; grey frames exact); frames are padded to even sizes
+    like the MP4's (`even_frames`).
+    """
     try:
-        from PIL import Image
+        from PIL import GifImagePlugin, Image
     except ImportError as error:
         raise UserError("writing videos needs Pillow: pip install pillow") from error
-    if frames.shape[-1] == 1:
-        images = [Image.fromarray(frame[..., 0]) for frame in frames]
-    else:
-        images = [Image.fromarray(np.ascontiguousarray(frame[..., :3])) for frame in frames]
-    buffer = io.BytesIO()
-    images[0].save(
-        buffer,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=max(1, round(1000 / fps)),
-        loop=0,
-    )
-    return buffer.getvalue()
+    delay_ms = 10 * _gif_delay_cs(fps)
+    frames = even_frames(frames)
+    T, H, W, C = frames.shape
+    grey = bytes(v for v in range(256) for _ in range(3))  # palette index v → (v, v, v)
+    chunks = [
+        b"GIF89a" + _u16(W) + _u16(H) + b"\x00\x00\x00",  # logical screen, no global colour table
+        b"!\xff\x0bNETSCAPE2.0\x03\x01" + _u16(0) + b"\x00",  # loop forever
+    ]
+    for frame in frames:
+        if C == 1:
+            image = Image.fromarray(np.ascontiguousarray(frame[..., 0]))
+            image.putpalette(grey)  # "L" → "P" with the grey ramp: the values stay exact
+        else:
+            image = Image.fromarray(np.ascontiguousarray(frame[..., :3])).convert(
+                "P", palette=Image.Palette.ADAPTIVE)  # what Pillow's GIF writer does to RGB
+        # One frame: graphic control extension (its delay), image descriptor, local colour table
+        # and LZW data, through Pillow's public per-frame GIF writer.
+        chunks += GifImagePlugin.getdata(image, (0, 0), duration=delay_ms, include_color_table=True)
+    chunks.append(b";")
+    return b"".join(chunks)
+
+
+def _u16(value: int) -> bytes:
+    return int(value).to_bytes(2, "little")
 
 
 def write_gif(path: Path, frames: np.ndarray, fps: float = 20) -> None:
@@ -201,15 +325,17 @@ def _warn_no_mp4(reason: str) -> None:
     global _mp4_warned
     if not _mp4_warned:
         _mp4_warned = True
-        warnings.warn(f"videos are written as GIF only: {reason}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"videos are written as GIF only: {reason}", ReverieWarning, stacklevel=3)
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float = 20) -> bool:
     """Write (T, H, W, C) uint8 frames as an H.264 MP4 (yuv420p) through imageio's ffmpeg plugin.
 
-    Frames are padded with black on the right/bottom to even sizes (H.264 in yuv420p needs them);
-    grey is shown as RGB and alpha dropped. Returns False without writing, with a warning the
-    first time, when imageio or imageio-ffmpeg (or its ffmpeg binary) is missing.
+    Frames are padded with black on the right/bottom to even sizes (H.264 in yuv420p needs them;
+    `even_frames`, as for the GIF) and never rescaled; grey is shown as RGB and alpha dropped.
+    The rate is `video_fps(fps)`, the GIF's, so both hold the same T frames for the same time.
+    Returns False without writing, with a warning the first time, when imageio or
+    imageio-ffmpeg (or its ffmpeg binary) is missing.
     """
     try:
         import imageio.v2 as imageio
@@ -222,15 +348,14 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float = 20) -> bool:
     except RuntimeError as error:
         _warn_no_mp4(f"imageio-ffmpeg found no ffmpeg binary ({error})")
         return False
-    frames = _rgb(frames)
-    T, H, W, _ = frames.shape
-    frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)))  # (T, H', W', 3), even sizes
+    rate = video_fps(fps)  # e.g. 100/7: imageio-ffmpeg 0.8 hands ffmpeg the exact fraction "100/7"
+    frames = even_frames(_rgb(frames))  # (T, H', W', 3), even sizes
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial" + path.suffix)  # ffmpeg picks the container by suffix
     writer = imageio.get_writer(
-        str(partial), format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
-        macro_block_size=2, ffmpeg_log_level="error",
+        str(partial), format="FFMPEG", mode="I", fps=rate, codec="libx264", pixelformat="yuv420p",
+        macro_block_size=2, ffmpeg_log_level="error",  # 2, not 16: no rescaling to multiples of 16
     )
     try:
         for frame in frames:
@@ -249,11 +374,12 @@ def add_tensorboard_gif(tb: Any, tag: str, frames: np.ndarray, step: int, fps: f
     """Log (T, H, W, C) uint8 frames to TensorBoard as an animated GIF in an image summary.
 
     `tb` is a `torch.utils.tensorboard.SummaryWriter`. TensorBoard's image dashboard shows the GIF
-    animated; this is what `add_video` does too, but without needing moviepy to encode.
+    animated; this is what `add_video` does too, but without needing moviepy to encode. It is the
+    GIF `encode_gif` writes: padded to even sizes, at `video_fps(fps)`.
     """
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    T, H, W, C = frames.shape
+    T, H, W, C = even_frames(frames).shape
     image = Summary.Image(height=H, width=W, colorspace=1 if C == 1 else 3,
                           encoded_image_string=encode_gif(frames, fps))
     summary = Summary(value=[Summary.Value(tag=tag, image=image)])
@@ -279,10 +405,11 @@ def write_video(
     """Write `frames` (T, H, W, C) uint8 as `logdir/videos/{safe name}_{step:09d}.gif` and `.mp4`
     (when imageio-ffmpeg is there and `mp4`), and to TensorBoard under the tag `name` when `tb`
     (a SummaryWriter) is given. `scale` enlarges the frames by an integer factor (nearest
-    neighbour). Returns the GIF's path."""
-    frames = upscale(check_frames(frames, name), scale)
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    neighbour). All of them hold the same frames, padded to the same even size, at the same rate
+    `video_fps(fps)` (20 fps, the default, is exact; see the module docstring). Returns the
+    GIF's path."""
+    frames = even_frames(upscale(check_frames(frames, name), scale))
+    video_fps(fps)  # ValueError unless fps > 0
     stem = f"{safe_video_name(name)}_{int(step):09d}"
     folder = Path(logdir) / "videos"
     gif = folder / f"{stem}.gif"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from test_replay import fill, make_step
 
+from reverie.errors import ReverieWarning
 from reverie.replay import Replay
 from reverie.run.replay_store import ReplayStore
 
@@ -151,7 +152,7 @@ def test_an_unreadable_chunk_after_the_checkpoint_ends_the_recovery_there(tmp_pa
     (tmp_path / "replay" / "chunk_0000000024_0000000032.npz").write_bytes(b"torn")
     (tmp_path / "replay" / ".chunk_0000000048_0000000056.npz.tmp").write_bytes(b"cut short")
     resumed, resumed_store = make(tmp_path)
-    with pytest.warns(RuntimeWarning, match="chunk_0000000024_0000000032.npz is unreadable"):
+    with pytest.warns(ReverieWarning, match="chunk_0000000024_0000000032.npz is unreadable"):
         recovered = resumed_store.restore(state)
     np.testing.assert_array_equal(recovered["t"][0], np.arange(16, 24))
     assert resumed.added == 24 and resumed_store.written == 24
@@ -166,7 +167,7 @@ def test_missing_chunks_before_the_checkpoint_give_a_warning_and_a_shorter_repla
     store.flush()
     (tmp_path / "replay" / "chunk_0000000008_0000000016.npz").unlink()
     resumed, resumed_store = make(tmp_path)
-    with pytest.warns(RuntimeWarning, match="held 24 steps per env at the checkpoint but 8 were found"):
+    with pytest.warns(ReverieWarning, match="held 24 steps per env at the checkpoint but 8 were found"):
         resumed_store.restore(checkpoint_of(replay))
     assert len(resumed) == 2 * 8 and resumed.ready
     batch = resumed.sample()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ReverieWarning
 from ..replay import Replay
 from .checkpoint import atomic_file
 
@@ -103,7 +104,7 @@ class ReplayStore:
         if len(replay) < replay.num_envs * min(added, replay.per_env_capacity):
             warnings.warn(f"the replay held {min(added, replay.per_env_capacity):,} steps per env at the "
                           f"checkpoint but {len(replay) // replay.num_envs:,} were found in {self.folder}; "
-                          "resuming with those", RuntimeWarning, stacklevel=2)
+                          "resuming with those", ReverieWarning, stacklevel=2)
         recovered: list[dict[str, np.ndarray]] = []
         self.written = added
         for chunk in after:  # oldest first
@@ -152,6 +153,6 @@ class ReplayStore:
                 raise ValueError(f"arrays of {sorted(lengths)} steps, not {chunk.end - chunk.start}")
         except Exception as error:  # noqa: BLE001 - any unreadable chunk ends the chain
             warnings.warn(f"replay chunk {chunk.path.name} is unreadable ({type(error).__name__}: {error}); "
-                          "the steps from there on are not restored", RuntimeWarning, stacklevel=3)
+                          "the steps from there on are not restored", ReverieWarning, stacklevel=3)
             return None
         return {key: array[:, start - chunk.start:end - chunk.start] for key, array in steps.items()}
