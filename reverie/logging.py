@@ -1,4 +1,4 @@
-"""What a run writes and shows: `metrics.jsonl`, TensorBoard scalars, videos, console progress.
+"""What a run writes: `metrics.jsonl`, TensorBoard scalars, videos (console progress: `progress.py`).
 
 Logdir layout (DESIGN §3): `metrics.jsonl` holds one JSON object per line, always with `"step"`;
 TensorBoard event files go to `tensorboard/`; videos to `videos/{name}_{step:09d}.gif` and `.mp4`
@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,12 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .progress import Progress, Rate  # noqa: F401  (kept importable from here)
 from .video import write_gif, write_video  # noqa: F401  (write_gif: kept importable from here)
 
 __all__ = ["METRICS_FILE", "MetricsWriter", "Progress", "Rate", "read_metrics"]
 
 METRICS_FILE = "metrics.jsonl"
-Clock = Callable[[], float]
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,221 +181,3 @@ def _drop_partial_last_line(path: Path) -> None:
                 return
             position = start
         file.truncate(0)
-
-
-# --------------------------------------------------------------------------------------------
-# Rates and console progress
-
-
-class Rate:
-    """Events per second over a sliding window of wall time.
-
-    Feed it either increments (`add`) or a running total (`update`). `rate()` is
-    (total now − total at the window start) / (now − window start), where the window start is the
-    newest sample at least `window` seconds old (or the first sample while the run is younger).
-    Samples are kept at most every `window / 64` seconds, so memory stays small at any call rate.
-    """
-
-    def __init__(self, window: float = 10.0, initial: float = 0.0, clock: Clock = time.monotonic):
-        if window <= 0:
-            raise ValueError(f"window must be > 0 seconds, got {window}")
-        self.window = window
-        self._clock = clock
-        self._total = float(initial)
-        self._samples: deque[tuple[float, float]] = deque([(clock(), self._total)])  # (time, total)
-
-    @property
-    def total(self) -> float:
-        return self._total
-
-    def add(self, count: float = 1.0) -> None:
-        """Record `count` more events now."""
-        self.update(self._total + count)
-
-    def update(self, total: float) -> None:
-        """Record that the running total is `total` now."""
-        now = self._clock()
-        self._total = float(total)
-        if now - self._samples[-1][0] >= self.window / 64:
-            self._samples.append((now, self._total))
-        self._prune(now)
-
-    def rate(self) -> float:
-        """Events per second over the window ending now; 0 before any time has passed."""
-        now = self._clock()
-        self._prune(now)
-        start_time, start_total = self._samples[0]
-        elapsed = now - start_time
-        return (self._total - start_total) / elapsed if elapsed > 0 else 0.0
-
-    def _prune(self, now: float) -> None:
-        edge = now - self.window
-        while len(self._samples) > 1 and self._samples[1][0] <= edge:
-            self._samples.popleft()
-
-
-class Progress:
-    """Console progress of a run: a live rich bar on a terminal, plain status lines otherwise.
-
-    `update(step, stats)` is cheap enough to call every env step: it merges `stats` (the latest
-    value of each key is kept, so an episode return shown once stays visible) and redraws at most
-    `refresh_per_second` times a second. On a non-terminal console (CI, a redirected stdout) it
-    prints one plain line at the first update, then every `plain_interval` seconds, and at close.
-    The bar shows step/total, env steps/s, gradient updates/s (from a running count under the
-    stats key `"updates"`), then every other stat as `key value`. `enabled=False` shows no
-    progress at all; `log` still prints.
-    """
-
-    def __init__(
-        self,
-        total_steps: int,
-        initial_step: int = 0,
-        enabled: bool = True,
-        console: Any = None,
-        *,
-        plain_interval: float = 30.0,
-        refresh_per_second: float = 4.0,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        from rich.console import Console
-
-        self.console = console if console is not None else Console()
-        self.total_steps = int(total_steps)
-        self.step = int(initial_step)
-        self.stats: dict[str, Any] = {}
-        self._clock = clock
-        self._steps_rate = Rate(initial=initial_step, clock=clock)
-        self._updates_rate: Rate | None = None  # made at the first "updates" value
-        self._live = enabled and self.console.is_terminal
-        self._plain = enabled and not self._live
-        self._interval = 1.0 / refresh_per_second if self._live else plain_interval
-        self._last_shown = -math.inf
-        self._closed = False
-        self._bar: Any = None
-        if self._live:
-            self._bar = _make_bar(self.console, refresh_per_second)
-            self._task = self._bar.add_task(
-                "train", total=self.total_steps, completed=self.step, counter="", stats=""
-            )
-            self._bar.start()
-
-    def update(self, step: int, stats: Mapping[str, Any] | None = None) -> None:
-        """Record the current env step and the latest stats; redraw when it is time."""
-        self.step = int(step)
-        if stats:
-            self.stats.update(stats)
-        if not (self._live or self._plain):
-            return
-        now = self._clock()
-        if now - self._last_shown < self._interval:
-            return
-        self._last_shown = now
-        self._show()
-
-    def log(self, message: str) -> None:
-        """Print a line (above the bar when it is live)."""
-        console = self._bar.console if self._bar is not None else self.console
-        console.print(message, markup=False, highlight=False, soft_wrap=True)
-
-    def status_line(self) -> str:
-        """One plain line: step/total, rates, the stats and the estimated time left."""
-        parts = [f"step {self._counter()} ({self._percent():.1f}%)", *self._stats_parts()]
-        steps_per_second = self._steps_rate.rate()
-        if steps_per_second > 0 and self.step < self.total_steps:
-            left = (self.total_steps - self.step) / steps_per_second
-            parts.append(f"eta {_format_duration(left)}")
-        return " | ".join(parts)
-
-    def close(self) -> None:
-        """Show the final state and release the console; calling it again does nothing."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._live or self._plain:
-            self._show()
-        if self._bar is not None:
-            self._bar.stop()
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # ---------------------------------------------------------------------------------------
-
-    def _show(self) -> None:
-        self._steps_rate.update(self.step)
-        if "updates" in self.stats:
-            count = float(self.stats["updates"])
-            if self._updates_rate is None:
-                self._updates_rate = Rate(initial=count, clock=self._clock)
-            self._updates_rate.update(count)
-        if self._live:
-            stats = " · ".join(self._stats_parts())
-            self._bar.update(
-                self._task, completed=self.step, counter=self._counter(), stats=stats
-            )
-        else:
-            self.console.print(self.status_line(), markup=False, highlight=False, soft_wrap=True)
-
-    def _counter(self) -> str:
-        return f"{self.step:,}/{self.total_steps:,}"
-
-    def _percent(self) -> float:
-        return 100.0 * self.step / self.total_steps if self.total_steps > 0 else 100.0
-
-    def _stats_parts(self) -> list[str]:
-        parts = [f"{_format_rate(self._steps_rate.rate())} steps/s"]
-        if self._updates_rate is not None:
-            parts.append(f"{_format_rate(self._updates_rate.rate())} upd/s")
-        for key, value in self.stats.items():
-            if key != "updates":
-                parts.append(f"{key} {_format_value(value)}")
-        return parts
-
-
-def _make_bar(console: Any, refresh_per_second: float) -> Any:
-    from rich.progress import (
-        BarColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.progress import Progress as RichProgress
-
-    return RichProgress(
-        TextColumn("{task.fields[counter]}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}", markup=False),
-        console=console,
-        refresh_per_second=refresh_per_second,
-    )
-
-
-def _format_value(value: Any) -> str:
-    """Compact text for a stat: ints as they are, other numbers with 4 significant digits."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.4g}"
-    return str(value)
-
-
-def _format_rate(rate: float) -> str:
-    return f"{rate / 1000:.1f}k" if rate >= 1000 else f"{rate:.1f}"
-
-
-def _format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
