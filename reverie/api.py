@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from . import config as config_lib
 from .agent import Agent, resolve_device
 from .config import Config
 from .envs import GymEnv, default_suite_preset, make_env, make_vec_env
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, UserError, notice
 from .run import checkpoint as ckpt
 from .run.evaluate import EpisodeRecorder, run_episodes, write_episode_videos
 from .run.train import train as _train_loop
@@ -30,7 +31,7 @@ from .run.train import train as _train_loop
 
 def build_config(
     env: Any = None,
-    presets: list[str] | tuple[str, ...] = (),
+    presets: str | list[str] | tuple[str, ...] = (),
     overrides: dict[str, Any] | list[str] | None = None,
     logdir: str | Path | None = None,
     steps: int | None = None,
@@ -52,44 +53,99 @@ def build_config(
         extra["seed"] = seed
     if isinstance(overrides, list):
         overrides = config_lib.parse_overrides(overrides)
-    names = config_lib.compose_presets(list(presets), default_suite_preset(env))
-    cfg = config_lib.make_config(names, {**(overrides or {}), **extra})
-    if cfg.run.steps < 1:
-        raise UserError(f"--steps must be a positive number of env steps, got {cfg.run.steps}")
-    return cfg
+    names = preset_names(presets, env)
+    if steps is not None:
+        check_steps(steps)
+    return config_lib.make_config(names, {**(overrides or {}), **extra})
+
+
+def check_steps(steps: Any) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise UserError(f"steps must be a positive number of env steps, got {steps!r}")
+    return int(steps)
+
+
+def preset_names(presets: str | list[str] | tuple[str, ...], env: Any = None) -> list[str]:
+    """The presets applied, in order: the defaults for the kinds not named, then `presets` (one
+    name or a list)."""
+    names = [presets] if isinstance(presets, str) else list(presets)
+    return config_lib.compose_presets(names, default_suite_preset(env))
+
+
+RESUME_KEYS = ("run.steps", "run.threads", "run.device", "run.precision", "run.compile", "run.retain_memory")
+"""Config keys a resumed run takes from its caller; every other key keeps its saved value."""
 
 
 def train(
-    env: str | gym.Env | Any = "CartPole-v1",
+    env: str | gym.Env | Any = None,
     logdir: str | Path | None = None,
-    presets: list[str] | tuple[str, ...] = (),
+    presets: str | list[str] | tuple[str, ...] = (),
     steps: int | None = None,
     seed: int | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train DreamerV3 (or the agent the presets name) on `env`: a Gymnasium id, a `module:EnvId`
-    string, a `gymnasium.Env` instance or a zero-argument factory. Resumes if `logdir` holds a run.
-    Returns {"step", "updates", "episodes", "eval", "logdir"}."""
-    logdir = Path(logdir) if logdir is not None else Path("runs") / _default_name(env)
-    saved = logdir / "config.yaml"
-    if saved.exists():
-        cfg = config_lib.load(saved)
-        if cfg.env.id.startswith(OBJECT_PREFIX) and isinstance(env, str):
-            raise UserError(
-                f"{logdir} was trained on a Python env object ({cfg.env.id[len(OBJECT_PREFIX):]}); resume "
-                "it from Python and pass the env again: reverie.train(env, logdir=...)"
-            )
-        if steps is not None:
-            cfg.run.steps = int(steps)
+    """Train DreamerV3 (or the agent the presets name) on `env`: a Gymnasium id (default
+    CartPole-v1), a `module:EnvId` string, a `gymnasium.Env` instance or a zero-argument factory.
+    Resumes if `logdir` (default `runs/<env>`) holds a run: its saved config is used, with the
+    runtime keys of `overrides` (RESUME_KEYS) and `steps`; everything else given is named as
+    ignored. Returns {"step", "updates", "episodes", "eval", "logdir"}."""
+    named = logdir is not None
+    logdir = Path(logdir) if named else default_logdir(env)
+    if (logdir / "config.yaml").exists():
+        cfg = resume_config(logdir, env, presets, overrides, steps, seed, default_logdir=not named)
     else:
-        cfg = build_config(env, presets, overrides, logdir, steps, seed)
-        if not isinstance(env, str):
+        cfg = build_config(env if env is not None else DEFAULT_ENV, presets, overrides, logdir, steps, seed)
+        if env is not None and not isinstance(env, str):
             cfg.env.id = f"{OBJECT_PREFIX}{_object_name(env)}"
-    spec = None if isinstance(env, str) else env
+    spec = None if env is None or isinstance(env, str) else env
     return _train_loop(cfg, spec, progress)
 
 
+def resume_config(logdir: Path, env: Any, presets, overrides, steps: int | None, seed: int | None,
+                  default_logdir: bool = False) -> Config:
+    """The saved config of the run in `logdir`, for resuming it there (wherever the run was made).
+
+    Presets and overrides are checked as for a new run (an unknown key is still an error); the
+    keys in RESUME_KEYS are taken from them, and a notice names what is ignored.
+    """
+    cfg = config_lib.load(logdir / "config.yaml")
+    saved_object = cfg.env.id.startswith(OBJECT_PREFIX)
+    if saved_object and (env is None or isinstance(env, str)):
+        raise UserError(
+            f"{logdir} was trained on a Python env object ({cfg.env.id[len(OBJECT_PREFIX):]}); resume "
+            "it from Python and pass the env again: reverie.train(env, logdir=...)"
+        )
+    names = [presets] if isinstance(presets, str) else list(presets)
+    for name in names:
+        config_lib.load_preset(name)  # an unknown preset is an error here too
+    if isinstance(overrides, list):
+        overrides = config_lib.parse_overrides(overrides)
+    requested = config_lib.update(copy.deepcopy(cfg), dict(overrides or {}))
+    ignored = [f"preset {name}" for name in names]
+    if isinstance(env, str) and env != cfg.env.id:
+        ignored.append(f"env {env} (the run's is {cfg.env.id})")
+    if seed is not None and seed != cfg.seed:
+        ignored.append(f"seed {seed} (the run's is {cfg.seed})")
+    for key in config_lib.leaf_paths(cfg):
+        value = config_lib.get(requested, key)
+        if key in RESUME_KEYS:
+            config_lib.update(cfg, {key: value})
+        elif value != config_lib.get(cfg, key):
+            ignored.append(f"{key}={value}")
+    if steps is not None:
+        cfg.run.steps = check_steps(steps)
+    cfg.logdir = str(logdir)  # the run's files are where it is now, whatever config.yaml says
+    config_lib.validate(cfg)
+    if ignored:
+        notice(f"resuming {logdir} with its saved config; ignored: {', '.join(ignored)} (a resumed run takes "
+               f"only steps and {', '.join(RESUME_KEYS[1:])}; use a new logdir for a new run)")
+    elif default_logdir:
+        notice(f"resuming {logdir}, the default logdir for this env; use another logdir for a new run")
+    return cfg
+
+
+DEFAULT_ENV = "CartPole-v1"
 OBJECT_PREFIX = "object:"  # env.id of a run trained on a Python env object (instance or factory)
 
 
@@ -100,9 +156,11 @@ def _object_name(env: Any) -> str:
     return "custom_env" if "<lambda>" in name else name
 
 
-def _default_name(env: Any) -> str:
+def default_logdir(env: Any = None) -> Path:
+    """`runs/<env id>` (":" and "/" as "_"), `runs/<class or function name>` for a Python env."""
+    env = DEFAULT_ENV if env is None else env
     name = env if isinstance(env, str) else _object_name(env)
-    return name.replace(":", "_").replace("/", "_")
+    return Path("runs") / name.replace(":", "_").replace("/", "_")
 
 
 class Policy:
@@ -129,7 +187,8 @@ class Policy:
         return action[0], state
 
     def evaluate(self, episodes: int = 10, mode: str = "eval", seed: int = 12345,
-                 video: bool | str | Path = False, video_episodes: int = 1) -> dict[str, Any]:
+                 video: bool | str | Path = False, video_episodes: int = 1,
+                 on_episode: Callable[[int, float, int], None] | None = None) -> dict[str, Any]:
         """Play `episodes` episodes; returns {"return_mean", "return_std", "return_min",
         "return_max", "length_mean", "episodes"}.
 
@@ -138,22 +197,24 @@ class Policy:
         TensorBoard under `<folder>/tensorboard`): for image observations, the frames with the
         model's open-loop prediction of the same episode and its error below them; otherwise the
         env's rendered frames. The result then has "videos" (the GIF paths, as strings) and, when
-        no video could be made, "video_note" (one line saying why).
+        no video could be made, "video_note" (one line saying why). `on_episode(count, return,
+        length)` is called as each episode finishes.
         """
         if not video:
             envs = make_vec_env(self.env_spec, self.cfg.env, 1, seed)
             try:
-                return run_episodes(self.agent, envs, episodes, mode)
+                return run_episodes(self.agent, envs, episodes, mode, on_episode=on_episode)
             finally:
                 envs.close()
         folder = self._video_folder(video)
         if video_episodes < 1:
-            raise UserError(f"--video-episodes must be ≥ 1, got {video_episodes}")
+            raise UserError(f"video_episodes must be ≥ 1, got {video_episodes}")
         has_images = any(spec.is_image for spec in self.agent.obs_space.values())
         envs, note = self._make_video_envs(seed, render=not has_images)
         recorder = EpisodeRecorder(min(video_episodes, episodes), render=not has_images and not note)
         try:
-            result: dict[str, Any] = run_episodes(self.agent, envs, episodes, mode, record=recorder)
+            result: dict[str, Any] = run_episodes(self.agent, envs, episodes, mode, record=recorder,
+                                                  on_episode=on_episode)
         finally:
             envs.close()
         note = note or recorder.render_note
@@ -203,7 +264,7 @@ def load(logdir: str | Path, env: Any = None, device: str = "auto") -> Policy:
     env instance or factory rather than an id."""
     logdir = Path(logdir)
     if not (logdir / "config.yaml").exists():
-        raise CheckpointError(f"{logdir} holds no run (no config.yaml); pass the --logdir of a training run")
+        raise CheckpointError(f"{logdir} holds no run (no config.yaml); pass the logdir of a training run")
     cfg = config_lib.load(logdir / "config.yaml")
     if env is None and cfg.env.id.startswith(OBJECT_PREFIX):
         raise UserError(
@@ -213,19 +274,15 @@ def load(logdir: str | Path, env: Any = None, device: str = "auto") -> Policy:
     spec = env if env is not None else cfg.env.id
     if isinstance(spec, gym.Env):
         spec = copy.deepcopy(spec)
+    device = resolve_device(device, "device")
     probe = make_env(spec, cfg.env, 0)
-    device = resolve_device(device)
     agent = Agent(probe.obs_space, probe.act_space, cfg, device)
     probe.close()
     found = ckpt.load_latest_checkpoint(logdir / "checkpoints", map_location=device)
     if found is None:
         raise CheckpointError(f"{logdir / 'checkpoints'} holds no checkpoint; train first or check the path")
     path, payload = found
-    try:
-        agent.load_state_dict(payload["agent"])
-    except (RuntimeError, KeyError) as error:
-        raise CheckpointError(f"checkpoint {path} does not match {logdir / 'config.yaml'}: "
-                              f"{str(error).splitlines()[0]}") from None
+    ckpt.load_agent_state(agent, payload, path, logdir / "config.yaml")
     agent.eval()
     return Policy(agent, cfg, spec, logdir, _checkpoint_step(path))
 
@@ -236,15 +293,21 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def evaluate(logdir: str | Path, episodes: int = 10, mode: str = "eval", env: Any = None,
-             write: bool = True, video: bool = False, video_episodes: int = 1) -> dict[str, Any]:
-    """Evaluate the newest checkpoint; with `write`, append the result to logdir/eval.json.
+             write: bool = True, video: bool = False, video_episodes: int = 1, device: str = "auto",
+             on_episode: Callable[[int, float, int], None] | None = None) -> dict[str, Any]:
+    """Evaluate the newest checkpoint on `device`; with `write`, append the result to
+    logdir/eval.json.
 
     With `video`, the first `video_episodes` episodes are written to
     `logdir/videos/eval_{i}_{step:09d}.{gif,mp4}` (see `Policy.evaluate`) and their paths are in
-    the result under "videos".
+    the result under "videos". `on_episode(count, return, length)` is called as each episode
+    finishes.
     """
-    policy = load(logdir, env)
-    result = policy.evaluate(episodes, mode, video=bool(video), video_episodes=video_episodes)
+    if episodes < 1:
+        raise UserError(f"episodes must be ≥ 1, got {episodes}")
+    policy = load(logdir, env, device)
+    result = policy.evaluate(episodes, mode, video=bool(video), video_episodes=video_episodes,
+                             on_episode=on_episode)
     if write:
         path = Path(logdir) / "eval.json"
         history = json.loads(path.read_text()) if path.exists() else []

@@ -12,8 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from . import __version__
 from . import config as config_lib
-from .errors import TrainingError, UserError
+from .errors import Interrupted, TrainingError, UserError, plural
 
 EXAMPLES = """examples:
   reverie train --env CartPole-v1 --logdir runs/cartpole
@@ -28,10 +29,18 @@ EXAMPLES = """examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (`reverie: error: ... (see reverie train --help)`), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"reverie: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reverie", description="World-model RL: DreamerV3 and its family.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="reverie", description="World-model RL: DreamerV3 and its family.",
+                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"reverie {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,config}")
 
     train = sub.add_parser("train", help="train an agent (resumes when the logdir holds a run)",
                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
@@ -39,53 +48,57 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default CartPole-v1)")
     train.add_argument("--preset", action="append", default=[], metavar="P",
                        help=f"preset, repeatable, applied in order: {', '.join(config_lib.available_presets())}")
-    train.add_argument("--logdir", default=None, help="run folder (default runs/<env>); an existing run resumes")
-    train.add_argument("--steps", type=int, default=None, help="total env steps of the run")
-    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--logdir", default=None, help="run folder (default runs/<env>); an existing run resumes "
+                       "there with its saved config")
+    train.add_argument("--steps", type=int, default=None, metavar="N",
+                       help="total env steps of the run (on resume: train on up to N)")
+    train.add_argument("--seed", type=int, default=None, metavar="S", help="random seed of a new run (default 0)")
     train.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live bar")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.train_ratio=64")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. run.train_ratio=64; on resume only the runtime keys "
+                            "run.threads, run.device, run.precision, run.compile, run.retain_memory")
 
     ev = sub.add_parser("eval", help="evaluate the newest checkpoint of a run")
-    ev.add_argument("--logdir", required=True)
-    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--logdir", required=True, help="the run folder (holds config.yaml and checkpoints/)")
+    ev.add_argument("--episodes", type=int, default=10, metavar="N", help="episodes to play (default 10)")
     ev.add_argument("--mode", choices=["eval", "train"], default="eval",
                     help="eval: the policy's mode; train: sample actions as in training")
     ev.add_argument("--video", action="store_true",
                     help="write videos of the first episodes to <logdir>/videos/eval_<i>_<step>.{gif,mp4}: image "
                          "observations with the model's open-loop prediction and its error, else rendered frames")
-    ev.add_argument("--video-episodes", type=int, default=1, metavar="N",
+    ev.add_argument("--video-episodes", type=int, default=None, metavar="N",
                     help="with --video: how many episodes to record (default 1)")
+    ev.add_argument("--device", default="auto", help="auto (default: CUDA if torch sees a GPU), cpu, cuda, cuda:N or mps")
+    ev.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default 0: torch's default)")
 
     cfg = sub.add_parser("config", help="print the resolved config (presets + overrides) as YAML")
-    cfg.add_argument("--env", default=None, help="env id; picks the suite's default preset as `train` does")
-    cfg.add_argument("--preset", action="append", default=[], metavar="P")
-    cfg.add_argument("overrides", nargs="*", metavar="key=value")
+    cfg.add_argument("--env", default=None, help="env id: checked, and picks the suite's default preset as `train` does")
+    cfg.add_argument("--preset", action="append", default=[], metavar="P",
+                     help="preset, repeatable, applied in order after the defaults")
+    cfg.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. run.train_ratio=64")
     return parser
 
 
 def cmd_train(args) -> int:
     from . import api
 
-    env = args.env
-    logdir = Path(args.logdir) if args.logdir else Path("runs") / (env or "CartPole-v1").replace(":", "_")
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be a positive number of env steps, got {args.steps}")
-    if (logdir / "config.yaml").exists():
-        if args.preset or args.overrides or args.env or args.seed is not None:
-            print(f"reverie: resuming {logdir} with its saved config; --preset/--env/--seed/overrides are "
-                  "ignored (use a new --logdir for a new run)", file=sys.stderr)
-        result = api.train(logdir=logdir, steps=args.steps, progress=not args.no_progress)
-    else:
-        created = not logdir.exists()
-        _check_logdir_writable(logdir)
-        try:
-            result = api.train(env or "CartPole-v1", logdir=logdir, presets=args.preset, steps=args.steps,
-                               seed=args.seed, overrides=args.overrides, progress=not args.no_progress)
-        except UserError:
-            if created and logdir.is_dir() and not any(logdir.iterdir()):
-                logdir.rmdir()  # leave no empty run folder behind a refused start
-            raise
-    print(json.dumps({k: v for k, v in result.items()}, default=str))
+    logdir = Path(args.logdir) if args.logdir else None
+    folder = logdir if logdir is not None else api.default_logdir(args.env)
+    created = False
+    if not (folder / "config.yaml").exists():
+        created = not folder.exists()
+        _check_logdir_writable(folder)
+    try:
+        result = api.train(args.env, logdir=logdir, presets=args.preset, steps=args.steps, seed=args.seed,
+                           overrides=args.overrides, progress=not args.no_progress)
+    except UserError:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # leave no empty run folder behind a refused start
+        raise
+    if not result.get("nothing_to_do"):
+        print(json.dumps(result, default=str))
     return 0
 
 
@@ -104,12 +117,26 @@ def cmd_eval(args) -> int:
 
     if args.episodes < 1:
         raise UserError(f"--episodes must be ≥ 1, got {args.episodes}")
-    if args.video_episodes < 1:
-        raise UserError(f"--video-episodes must be ≥ 1, got {args.video_episodes}")
-    result = api.evaluate(args.logdir, args.episodes, args.mode, video=args.video,
-                          video_episodes=args.video_episodes)
+    if args.video_episodes is not None and not args.video:
+        raise UserError("--video-episodes needs --video; add --video or drop --video-episodes")
+    video_episodes = 1 if args.video_episodes is None else args.video_episodes
+    if video_episodes < 1:
+        raise UserError(f"--video-episodes must be ≥ 1, got {video_episodes}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be ≥ 0 (0: torch's default), got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    def show(count: int, episode_return: float, length: int) -> None:
+        print(f"episode {count}/{args.episodes}: return {episode_return:.2f}, {plural(length, 'step')}",
+              file=sys.stderr, flush=True)
+
+    result = api.evaluate(args.logdir, args.episodes, args.mode, video=args.video, video_episodes=video_episodes,
+                          device=args.device, on_episode=show)
     print(f"mean return {result['return_mean']:.2f} ± {result['return_std']:.2f} over "
-          f"{result['episodes']} episodes (mode {args.mode}); written to {Path(args.logdir) / 'eval.json'}")
+          f"{plural(result['episodes'], 'episode')} (mode {args.mode}); written to {Path(args.logdir) / 'eval.json'}")
     if args.video:
         for gif in result.get("videos", []):
             mp4 = Path(gif).with_suffix(".mp4")
@@ -122,15 +149,27 @@ def cmd_eval(args) -> int:
 def cmd_config(args) -> int:
     import yaml
 
-    from .api import build_config
+    from .api import build_config, preset_names
+    from .envs import make_env
 
     cfg = build_config(args.env, args.preset, args.overrides)
+    if args.env is not None:
+        make_env(args.env, cfg.env, 0).close()  # an unknown id or unsupported spaces fail here
+    print(f"# presets applied in order: {', '.join(preset_names(args.preset, args.env))}; then the overrides")
     print(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False), end="")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a positional list at the first option: `key=value`s given after an
+    # option (`--preset debug run.threads=1`) arrive here and are overrides too.
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides += extra
     try:
         return {"train": cmd_train, "eval": cmd_eval, "config": cmd_config}[args.command](args)
     except UserError as error:
@@ -139,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as error:
         print(f"reverie: error: {error}", file=sys.stderr)
         return 1
+    except Interrupted:
+        return 130  # the run said where it stopped
     except KeyboardInterrupt:
         print("reverie: interrupted", file=sys.stderr)
         return 130

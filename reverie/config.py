@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import fnmatch
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from .config_schema import (  # noqa: F401 - re-exported: `from reverie.config i
     RSSMConfig,
     RunConfig,
 )
-from .errors import ConfigError
+from .errors import ConfigError, warn
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -146,8 +147,9 @@ def get_example(kind: Any) -> str:
 # Applying presets and overrides
 
 
-def update(cfg: Config, values: dict[str, Any], source: str = "override") -> Config:
-    """Set dotted (possibly wildcard) keys in place; raise `ConfigError` for unknown keys."""
+def update(cfg: Config, values: dict[str, Any], source: str = "override", touched: set[str] | None = None) -> Config:
+    """Set dotted (possibly wildcard) keys in place; raise `ConfigError` for unknown keys. The
+    leaf paths set are added to `touched` when it is given."""
     paths = leaf_paths(cfg)
     for key, value in _flatten(values).items():
         matches = [p for p in paths if fnmatch.fnmatchcase(p, key)] if "*" in key else [key]
@@ -157,6 +159,8 @@ def update(cfg: Config, values: dict[str, Any], source: str = "override") -> Con
             raise ConfigError(f"unknown config key '{key}' in {source}; {fix}")
         for path in matches:
             _set(cfg, path, coerce(path, paths[path], value))
+        if touched is not None:
+            touched.update(matches)
     return cfg
 
 
@@ -222,16 +226,31 @@ def make_config(
     user did not name pass `compose_presets(names)`.
     """
     cfg = base or Config()
+    size_keys: dict[str, str] = {}  # leaf path -> the size preset that set it
     for name in presets:
         values = load_preset(name)
-        values.pop("_kind", None)
-        update(cfg, values, source=f"preset '{name}'")
+        kind = values.pop("_kind", None)
+        touched: set[str] = set()
+        update(cfg, values, source=f"preset '{name}'", touched=touched)
+        if kind == "size":
+            size_keys.update(dict.fromkeys(touched, name))
+        elif kind == "suite":
+            _warn_size_overridden(name, {p: size_keys.pop(p) for p in sorted(touched & size_keys.keys())})
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     if overrides:
         update(cfg, overrides, source=source)
     validate(cfg)
     return cfg
+
+
+def _warn_size_overridden(suite: str, overridden: dict[str, str]) -> None:
+    """A suite preset named after a size preset sets some of its keys again: say which."""
+    for size in dict.fromkeys(overridden.values()):
+        keys = [p for p, s in overridden.items() if s == size]
+        shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        warn(f"suite preset '{suite}' overrides {len(keys)} key{'s' if len(keys) != 1 else ''} of the size "
+             f"preset '{size}' named before it ({shown}); name the size preset after the suite preset")
 
 
 HEAD_DISTS = ("twohot", "twohot_symlog", "mse")
@@ -250,8 +269,11 @@ def validate(cfg: Config) -> None:
         (cfg.env.proprio or cfg.env.image, "env.proprio and env.image cannot both be false"),
         (cfg.run.train_ratio > 0, "run.train_ratio must be > 0"),
         (cfg.run.precision in ("float32", "bfloat16"), "run.precision must be float32 or bfloat16"),
+        (re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.run.device) is not None,
+         f"run.device '{cfg.run.device}' is not a device; use auto, cpu, cuda, cuda:N or mps"),
         (cfg.model.rssm.blocks >= 1 and cfg.model.rssm.deter % cfg.model.rssm.blocks == 0,
-         "model.rssm.deter must be divisible by model.rssm.blocks (≥ 1)"),
+         f"model.rssm.deter ({cfg.model.rssm.deter}) must be divisible by model.rssm.blocks "
+         f"({cfg.model.rssm.blocks}, ≥ 1)"),
         (cfg.model.norm in ("rms", "layer", "none"), "model.norm must be rms, layer or none"),
         (cfg.model.encoder.resize in ("pool", "stride"), "model.encoder.resize must be pool or stride"),
         (cfg.model.decoder.resize in ("pool", "stride"), "model.decoder.resize must be pool or stride"),

@@ -35,8 +35,9 @@ class RunConfig:
     steps: int = 50_000  # total env (policy) steps of the run; a resumed run continues up to it
     prefill: int = 1000  # random-policy steps before training starts
     train_ratio: float = 512.0  # replayed steps per policy step (DESIGN §3)
-    eval_every: int = 5000  # policy steps between evaluations; 0 disables
+    eval_every: int = 5000  # policy steps between evaluations; 0: none during the run
     eval_episodes: int = 10
+    eval_final: bool = True  # evaluate once more at the end of the run (also when eval_every is 0)
     log_every: float = 20.0  # seconds between metric rows
     report_every: float = 300.0  # seconds between open-loop prediction reports (videos); 0 disables
     report_sequences: int = 4  # replayed sequences shown side by side in the open-loop video

@@ -33,7 +33,8 @@ TUPLE_KEYS = sorted(k for k, t in LEAVES.items() if getattr(t, "__origin__", Non
 # Keys whose value only the type constrains (no rule in `config.validate`, or one that `fit_rules` meets).
 FREE_INTS = [k for k in KEYS_BY_TYPE[int] if k != "model.rssm.blocks"]  # `fit_rules` handles the others
 FREE_FLOATS = [k for k in KEYS_BY_TYPE[float] if k != "run.train_ratio"]  # must be > 0
-FREE_STRS = ["logdir", "env.id", "run.device", "model.act", "model.encoder.mlp_keys", "model.decoder.cnn_keys"]
+# run.device is checked against the device names (auto, cpu, cuda, cuda:N, mps): not free text.
+FREE_STRS = ["logdir", "env.id", "model.act", "model.encoder.mlp_keys", "model.decoder.cnn_keys"]
 BOOL_WORDS = sorted({"true", "yes", "on", "1"} | {"false", "no", "off", "0"})  # case-insensitive
 
 IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,10}"

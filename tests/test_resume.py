@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -93,7 +94,7 @@ def test_sigkill_at_a_random_moment_then_resume_loses_and_repeats_nothing(tmp_pa
     resumed = subprocess.run(command + ["--no-progress"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # The run continues from the newest checkpoint plus the complete chunks written after it.
-    assert f"resumed at step {on_disk:,}" in resumed.stdout
+    assert f"resumed {logdir} with its saved config at step {on_disk:,}" in resumed.stdout
     _, payload = ckpt.load_latest_checkpoint(logdir / "checkpoints")
     assert payload["counters"]["step"] == total and payload["replay"]["added"] == total
     steps = assert_each_step_stored_once(logdir, total)
@@ -197,7 +198,10 @@ def test_a_checkpoint_of_another_model_size_is_refused_without_damage(tmp_path, 
     capsys.readouterr()
     assert cli.main(["train", "--logdir", str(logdir), "--steps", "200", "--no-progress"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "does not match this config" in lines[0]
+    # One line naming the first mismatching tensor with both shapes, and the fix.
+    assert len(lines) == 1 and "was made by another model than" in lines[0], lines
+    assert re.search(r"rssm\.\S+ \(\d+(, \d+)*\) in the checkpoint vs \(\d+(, \d+)*\) here", lines[0]), lines[0]
+    assert "use the config.yaml saved with that checkpoint" in lines[0]
     for path, data in files.items():
         if path.name != "config.yaml":  # the run rewrote only its config
             assert path.read_bytes() == data, path

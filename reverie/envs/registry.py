@@ -85,9 +85,13 @@ def default_suite_preset(spec: Any) -> str | None:
 def _check_requirements(suite: Suite, spec: str) -> None:
     missing = [m for m in suite.requires if importlib.util.find_spec(m) is None]
     if missing:
-        raise EnvError(
-            f"environment '{spec}' needs {', '.join(missing)}, which is not installed; {suite.install}"
-        )
+        names = _names(missing)
+        verb = "is" if len(missing) == 1 else "are"
+        raise EnvError(f"environment '{spec}' needs {names}, which {verb} not installed; {suite.install}")
+
+
+def _names(items: list[str]) -> str:
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
 
 _EXAMPLES = "e.g. CartPole-v1, or `my_package:MyEnv-v0` to import your package first"
 

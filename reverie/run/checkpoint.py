@@ -15,13 +15,12 @@ import contextlib
 import io
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, warn
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d{9})\.pt$")
 
@@ -72,16 +71,80 @@ def save_checkpoint(folder: Path, step: int, payload: dict[str, Any], keep: int 
     return path
 
 
+CORRUPT_FOLDER = "corrupt"  # unreadable checkpoints are moved here, out of the way of the next resume
+
+
 def load_latest_checkpoint(folder: Path, map_location="cpu") -> tuple[Path, dict] | None:
-    """Newest checkpoint that loads; a corrupt one gives a warning and falls back to the previous."""
-    for path in reversed(list_checkpoints(folder)):
+    """The newest checkpoint that loads, or None when the folder holds none.
+
+    Unreadable checkpoints newer than it are moved to `folder/corrupt/` with a one-line warning,
+    so no later resume tries them again. When every checkpoint is unreadable, nothing is moved and
+    `CheckpointError` says so.
+    """
+    folder = Path(folder)
+    candidates = list(reversed(list_checkpoints(folder)))
+    unreadable: list[tuple[Path, str]] = []
+    for path in candidates:
         try:
-            return path, torch.load(path, map_location=map_location, weights_only=True)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as error:  # noqa: BLE001 - any failure to unpickle means unusable
-            if "weights_only" in str(error) or "Unsupported global" in str(error):
+            if re.search(r"unsupported global", str(error), re.IGNORECASE):  # not garbage: a pickled callable
                 raise CheckpointError(
                     f"checkpoint {path} holds objects that could run code when loaded and was refused; "
                     "only load checkpoints you trust, or delete it to fall back to an older one"
                 ) from None
-            warnings.warn(f"checkpoint {path.name} is unreadable ({type(error).__name__}); trying an older one")
+            unreadable.append((path, type(error).__name__))
+            continue
+        for bad, reason in unreadable:
+            moved = _move_aside(bad)
+            warn(f"checkpoint {bad.name} is unreadable ({reason}); moved to {moved} and resumed from {path.name}")
+        return path, payload
+    if unreadable:
+        count = "the only checkpoint" if len(unreadable) == 1 else f"all {len(unreadable)} checkpoints"
+        reasons = ", ".join(f"{p.name}: {r}" for p, r in unreadable)
+        raise CheckpointError(
+            f"{count} in {folder} {'is' if len(unreadable) == 1 else 'are'} unreadable ({reasons}); restore "
+            "them from a backup, or delete them to start from the replay on disk with a new model"
+        )
     return None
+
+
+def _move_aside(path: Path) -> Path:
+    target_dir = path.parent / CORRUPT_FOLDER
+    target_dir.mkdir(exist_ok=True)
+    target = target_dir / path.name
+    os.replace(path, target)
+    return target
+
+
+def describe_state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, Any], limit: int = 3) -> str:
+    """The first differences between a model's state dict and a checkpoint's: tensors of other
+    shapes (`name (512,) in the checkpoint vs (64,) here`), then missing and unexpected names."""
+    shapes = [f"{name} {tuple(found[name].shape)} in the checkpoint vs {tuple(tensor.shape)} here"
+              for name, tensor in expected.items()
+              if name in found and hasattr(found[name], "shape") and tuple(found[name].shape) != tuple(tensor.shape)]
+    missing = [f"{name} missing from the checkpoint" for name in expected if name not in found]
+    extra = [f"{name} not in this model" for name in found if name not in expected]
+    problems = shapes + missing + extra
+    more = f" and {len(problems) - limit} more" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
+
+
+def load_agent_state(agent: torch.nn.Module, payload: dict, path: Path, config_path: Path) -> None:
+    """Load a checkpoint's agent weights, or raise `CheckpointError` naming the first mismatching
+    tensors and the fix."""
+    state = payload.get("agent") if isinstance(payload, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds no agent weights; it is not a Reverie checkpoint")
+    expected = torch.nn.Module.state_dict(agent)  # the weights alone, without the optimisers' state
+    found = state.get("modules", state)
+    problems = describe_state_mismatch(expected, found if isinstance(found, dict) else {})
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path} was made by another model than {config_path} describes ({problems}); "
+            "use the config.yaml saved with that checkpoint, or start a new logdir"
+        )
+    try:
+        agent.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} does not load into this model ({str(error).splitlines()[0]})") from None

@@ -3,6 +3,7 @@ episodes and turn them into videos (truth / open-loop model prediction / error, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +125,14 @@ def _is_rgb(frame) -> bool:
 
 
 def run_episodes(agent: Agent, envs, episodes: int, mode: str = "eval",
-                 record: EpisodeRecorder | None = None) -> dict[str, float]:
+                 record: EpisodeRecorder | None = None,
+                 on_episode: Callable[[int, float, int], None] | None = None) -> dict[str, float]:
     """Play `episodes` full episodes on a VecEnv (the first `episodes` that finish) and return
     {"return_mean", "return_std", "return_min", "return_max", "length_mean", "episodes"}.
 
     With `record`, the steps (and, if `record.render`, the env's rendered frames) of the first
-    `record.limit` episodes to finish are kept in `record.episodes`."""
+    `record.limit` episodes to finish are kept in `record.episodes`. `on_episode(count, return,
+    length)` is called as each of the counted episodes finishes (count = 1, 2, …)."""
     if episodes < 1:
         raise ValueError("episodes must be ≥ 1")
     obs = envs.reset()
@@ -145,7 +148,10 @@ def run_episodes(agent: Agent, envs, episodes: int, mode: str = "eval",
             record.act(action)
             record.observe(obs, _render(envs, record))
         tracker.add(obs)
-        done += tracker.pop()
+        for episode_return, length in tracker.pop():
+            done.append((episode_return, length))
+            if on_episode is not None and len(done) <= episodes:
+                on_episode(len(done), episode_return, length)
     returns = np.asarray([r for r, _ in done[:episodes]])
     return {
         "return_mean": float(returns.mean()),

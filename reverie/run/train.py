@@ -32,8 +32,9 @@ from .. import config as config_lib
 from ..agent import Agent, resolve_device
 from ..config import Config
 from ..envs import make_vec_env
-from ..errors import TrainingError, UserError
-from ..logging import MetricsWriter, Progress
+from ..errors import Interrupted, TrainingError, UserError, notice
+from ..logging import MetricsWriter
+from ..progress import Progress
 from ..replay import Replay
 from . import checkpoint as ckpt
 from .episode_logs import EpisodeLogStats, split_log_keys
@@ -71,7 +72,7 @@ def replay_state_from_checkpoint(state: dict) -> dict:
 class Trainer:
     def __init__(self, cfg: Config, env: Any = None, progress: bool = True):
         if not cfg.logdir:
-            raise UserError("no logdir given; pass --logdir DIR (or logdir= in Python)")
+            raise UserError("no logdir given: set the config's logdir to the run's folder")
         self.cfg = cfg
         self.logdir = Path(cfg.logdir).expanduser()
         self.env_spec = env if env is not None else cfg.env.id
@@ -95,6 +96,7 @@ class Trainer:
         self.report_rng = np.random.default_rng(cfg.seed + 1)  # report batches leave training's RNG alone
         self.episode_logs = EpisodeLogStats()
         self.updates_per_step = cfg.run.train_ratio / (cfg.batch_size * cfg.batch_length)
+        self.last_eval: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -138,13 +140,7 @@ class Trainer:
         replay_state = self.replay.state_dict(with_data=False)
         if found is not None:
             path, payload = found
-            try:
-                self.agent.load_state_dict(payload["agent"])
-            except (RuntimeError, KeyError, ValueError) as error:
-                raise UserError(
-                    f"checkpoint {path} does not match this config ({str(error).splitlines()[0]}); "
-                    "resume with the config saved in the logdir or start a new logdir"
-                ) from None
+            ckpt.load_agent_state(self.agent, payload, path, self.logdir / "config.yaml")
             self.counters = Counters(**payload["counters"])
             self.episode_logs.load_state_dict(payload.get("episode_logs", {}))
             torch.set_rng_state(payload["rng"]["torch"].cpu())
@@ -178,30 +174,45 @@ class Trainer:
         self.logdir.mkdir(parents=True, exist_ok=True)
         resumed = self.restore()
         c = self.counters
+        if resumed and c.step >= cfg.run.steps and c.credit < 1.0:
+            notice(f"{self.logdir} is already at step {c.step:,} ≥ {cfg.run.steps:,}: nothing to do "
+                   "(ask for more steps to train on)")
+            return {**self.result(), "nothing_to_do": True}
         config_lib.save(cfg, self.logdir / "config.yaml")
         self.writer = MetricsWriter(self.logdir)
         # Without a live bar (--no-progress, CI, redirected output) the console gets plain lines.
         console = None if self.show_progress else Console(force_terminal=False)
-        self.progress = Progress(cfg.run.steps, c.step, console=console)
+        self.progress = Progress(cfg.run.steps, c.step, console=console, prefill=cfg.run.prefill)
         self.progress.log(self.replay_summary())
-        self.progress.log(f"{'resumed' if resumed else 'started'} at step {c.step:,}; {self.updates_per_step:.4g} "
-                          f"updates per policy step (train_ratio {cfg.run.train_ratio:g})")
+        rate = self.updates_per_step
+        where = f"resumed {self.logdir} with its saved config at" if resumed else "started at"
+        self.progress.log(f"{where} step {c.step:,}; {rate:.4g} update{'' if rate == 1 else 's'} per policy step "
+                          f"(train_ratio {cfg.run.train_ratio:g})")
+        if cfg.run.steps < cfg.run.prefill:
+            self.progress.log(f"the run ends at step {cfg.run.steps:,}, inside the random prefill of "
+                              f"{cfg.run.prefill:,} steps (run.prefill): no update will run")
         if self.recovered_steps:
             self.progress.log(f"recovered {self.recovered_steps:,} env steps from replay chunks written after "
                               "the checkpoint; the updates they earned run first")
-        self.last_eval: dict[str, float] = {}
         try:
             self.loop()
             self.report()
-            if cfg.run.eval_every:
+            if cfg.run.eval_final and cfg.run.eval_episodes:
                 self.evaluate_and_log(final=True)
             self.progress.log(f"checkpoint written: {self.save()}")
         except KeyboardInterrupt:
-            self.progress.log(f"interrupted at step {c.step:,}; checkpoint written: {self.save()}")
-            raise
+            self.write_row()  # the metrics of the steps since the last row
+            path = self.save()
+            self.progress.close()
+            notice(f"interrupted at step {c.step:,}; checkpoint written: {path}")
+            raise Interrupted() from None
         finally:
             self.progress.close()
             self.writer.close()
+        return self.result()
+
+    def result(self) -> dict[str, Any]:
+        c = self.counters
         return {"step": c.step, "updates": c.updates, "episodes": c.episodes, "eval": self.last_eval,
                 "logdir": str(self.logdir)}
 
@@ -209,10 +220,9 @@ class Trainer:
         """Act, store, train as the ratio allows; log, evaluate and checkpoint when due."""
         cfg, c = self.cfg, self.counters
         tracker = EpisodeTracker(self.envs.num_envs)
-        train_metrics: list[dict[str, torch.Tensor]] = []
-        episode_stats: list[tuple[float, int]] = []
-        last_log = last_ckpt = last_report = time.time()
-        log_step, log_updates = c.step, c.updates
+        self.train_metrics, self.episode_stats = self.run_updates(), []  # updates owed by recovered steps first
+        self.last_log = last_ckpt = last_report = time.time()
+        self.log_step, self.log_updates = c.step, c.updates
         obs = self.envs.reset()
         state = self.agent.init_state(self.envs.num_envs)
         while c.step < cfg.run.steps:
@@ -231,28 +241,39 @@ class Trainer:
             tracker.add(obs)
             self.episode_logs.add(split_log_keys(obs)[1], obs["is_last"])
             c.step += self.envs.num_envs
-            train_metrics += self.train_due()
+            self.train_metrics += self.train_due()
             finished = tracker.pop()
             c.episodes += len(finished)
-            episode_stats += finished
+            self.episode_stats += finished
             self.progress.update(c.step, {"updates": c.updates})
             now = time.time()
-            if now - last_log >= cfg.run.log_every or c.step >= cfg.run.steps:
-                self.check_nonfinite()
-                row = self.summarise(train_metrics, episode_stats, now - last_log,
-                                     c.step - log_step, c.updates - log_updates)
-                self.writer.write(c.step, row)
-                # The bar measures steps/s and updates/s itself; show the return and main losses.
-                self.progress.update(c.step, {k: row[k] for k in (
-                    "episode/return", "loss/rec", "loss/rew", "loss/policy", "loss/value") if k in row})
-                train_metrics, episode_stats = [], []
-                last_log, log_step, log_updates = now, c.step, c.updates
+            if now - self.last_log >= cfg.run.log_every or c.step >= cfg.run.steps:
+                self.write_row(now)
             if cfg.run.report_every and now - last_report >= cfg.run.report_every:
                 self.report()
                 last_report = now
             if now - last_ckpt >= cfg.run.checkpoint_every * 60:
                 self.save()
                 last_ckpt = now
+
+    def write_row(self, now: float | None = None) -> None:
+        """One metrics row over the steps and updates since the last; the bar shows its return
+        and main losses (it measures steps/s and updates/s itself)."""
+        if not hasattr(self, "train_metrics"):
+            return  # interrupted before the loop began
+        now = time.time() if now is None else now
+        c = self.counters
+        if c.step == self.log_step and not self.train_metrics:
+            return
+        self.check_nonfinite()
+        row = self.summarise(self.train_metrics, self.episode_stats, now - self.last_log,
+                             c.step - self.log_step, c.updates - self.log_updates)
+        self.writer.write(c.step, row)
+        shown = {"return": "episode/return", "rec": "loss/rec", "rew": "loss/rew", "policy": "loss/policy",
+                 "value": "loss/value"}  # on the bar, in this order of priority, as far as they fit
+        self.progress.update(c.step, {name: row[key] for name, key in shown.items() if key in row})
+        self.train_metrics, self.episode_stats = [], []
+        self.last_log, self.log_step, self.log_updates = now, c.step, c.updates
 
     def train_due(self) -> list[dict[str, torch.Tensor]]:
         """Run the updates the train ratio has earned since the last policy step."""
@@ -262,12 +283,19 @@ class Trainer:
         c.credit += self.updates_per_step * self.envs.num_envs
         if c.step % self.cfg.run.train_every >= self.envs.num_envs:
             return []  # between training bursts (run.train_every): the credit accumulates
-        metrics = []
+        return self.run_updates()
+
+    def run_updates(self) -> list[dict[str, torch.Tensor]]:
+        """The updates earned and not yet run (a whole credit each), with the bar following them."""
+        c, metrics = self.counters, []
+        if not self.replay.ready:
+            return metrics
         while c.credit >= 1.0:
             metrics.append(self.agent.train_step(self.replay.sample()))
             self.nonfinite_flags.append(metrics[-1]["train/nonfinite"])
             c.updates += 1
             c.credit -= 1.0
+            self.progress.update(c.step, {"updates": c.updates})
         return metrics
 
     def check_nonfinite(self) -> None:
