@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--video-episodes", type=int, default=None, metavar="N",
                     help="with --video: how many episodes to record (default 1)")
     ev.add_argument("--device", default="auto", help="auto (default: CUDA if torch sees a GPU), cpu, cuda, cuda:N or mps")
-    ev.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default 0: torch's default)")
+    ev.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default 0: as many as the cores left free by other processes)")
 
     cfg = sub.add_parser("config", help="print the resolved config (presets + overrides) as YAML")
     cfg.add_argument("--env", default=None, help="env id: checked, and picks the suite's default preset as `train` does")
@@ -123,11 +123,10 @@ def cmd_eval(args) -> int:
     if video_episodes < 1:
         raise UserError(f"--video-episodes must be ≥ 1, got {video_episodes}")
     if args.threads < 0:
-        raise UserError(f"--threads must be ≥ 0 (0: torch's default), got {args.threads}")
-    if args.threads:
-        import torch
+        raise UserError(f"--threads must be ≥ 0 (0: fit the free cores), got {args.threads}")
+    from .run.threads import ThreadGovernor
 
-        torch.set_num_threads(args.threads)
+    ThreadGovernor(args.threads).measure_now()  # 0: as many as the free cores
 
     def show(count: int, episode_return: float, length: int) -> None:
         print(f"episode {count}/{args.episodes}: return {episode_return:.2f}, {plural(length, 'step')}",

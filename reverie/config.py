@@ -281,6 +281,7 @@ def validate(cfg: Config) -> None:
         (cfg.behavior.imag_horizon >= 1, "behavior.imag_horizon must be ≥ 1"),
         (cfg.run.steps >= 1, "run.steps must be ≥ 1 env step"),
         (cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be ≥ 1"),
+        (cfg.run.threads >= 0, "run.threads must be ≥ 0 (0: as many as the cores other processes leave free)"),
         (cfg.run.max_nonfinite_updates >= 0, "run.max_nonfinite_updates must be ≥ 0 (0 never stops)"),
         (cfg.replay.chunk_length >= 1, "replay.chunk_length must be ≥ 1"),
         (cfg.run.train_every >= 1, "run.train_every must be ≥ 1"),

@@ -46,7 +46,7 @@ class RunConfig:
     keep_checkpoints: int = 3
     max_nonfinite_updates: int = 100  # stop after this many skipped (NaN/inf) updates in a row; 0 never stops
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    threads: int = 0  # torch CPU threads; 0: the cores other processes leave free, re-fitted every 5 s (run/threads.py)
     precision: str = "float32"  # float32 | bfloat16 (autocast)
     compile: bool = False  # torch.compile the per-step functions and the CNNs (see README, Performance)
     retain_memory: bool = True  # keep freed host memory for the next update (glibc mallopt; run/host_memory.py)

@@ -41,6 +41,7 @@ from .episode_logs import EpisodeLogStats, split_log_keys
 from .evaluate import EpisodeTracker, run_episodes
 from .host_memory import retain_freed_memory
 from .replay_store import ReplayStore
+from .threads import ThreadGovernor
 
 
 @dataclass
@@ -77,13 +78,13 @@ class Trainer:
         self.logdir = Path(cfg.logdir).expanduser()
         self.env_spec = env if env is not None else cfg.env.id
         self.show_progress = progress
-        if cfg.run.threads > 0:
-            torch.set_num_threads(cfg.run.threads)
+        self.threads = ThreadGovernor(cfg.run.threads)  # 0: fitted to the free cores, re-fitted as the load changes
         if cfg.run.retain_memory:
             retain_freed_memory()
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.run.device)
         self.envs = make_vec_env(self.env_spec, cfg.env, cfg.env.num_envs, cfg.seed)
+        self.threads.measure_now()  # after the env workers started: their work is not ours
         self.eval_envs = None
         self.agent = Agent(self.envs.obs_space, self.envs.act_space, cfg, self.device)
         self.replay = Replay(cfg.replay.capacity, cfg.batch_size, cfg.batch_length, cfg.env.num_envs,
@@ -246,6 +247,7 @@ class Trainer:
             c.episodes += len(finished)
             self.episode_stats += finished
             self.progress.update(c.step, {"updates": c.updates})
+            self.threads.update()
             now = time.time()
             if now - self.last_log >= cfg.run.log_every or c.step >= cfg.run.steps:
                 self.write_row(now)
@@ -345,6 +347,7 @@ class Trainer:
             "replay_steps": len(self.replay),
             "train/skipped_updates": self.counters.skipped_updates,
             "env/restarts": getattr(self.envs, "restarts", 0),
+            "threads": torch.get_num_threads(),
         }
         if train_metrics:
             keys = list(train_metrics[0].keys())
