@@ -353,3 +353,25 @@ def test_the_readme_python_example_runs_as_written_and_records_what_the_readme_s
     assert "one episode:" in done.stdout and "'return_mean'" in done.stdout
     assert "`env.id: object:<class or function name>` in `config.yaml` (`object:Corridor` here)" in readme
     assert config_lib.load(tmp_path / "runs" / "corridor" / "config.yaml").env.id == "object:Corridor"
+
+
+def test_a_second_training_process_on_a_live_logdir_is_refused_and_changes_nothing(trained, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    run = copy_run(trained, tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = files_of(run)
+        capsys.readouterr()
+        assert train_cli("--logdir", str(run), "--steps", "200") == 2
+        assert error_lines(capsys) == [f"reverie: error: {run} is being trained by another process; wait for it "
+                                       "to finish or stop it, or use another logdir"]
+        assert files_of(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train_cli("--logdir", str(run), "--steps", "130") == 0  # the lock went with its process

@@ -41,6 +41,7 @@ from .episode_logs import EpisodeLogStats, split_log_keys
 from .evaluate import EpisodeTracker, run_episodes
 from .host_memory import retain_freed_memory
 from .replay_store import ReplayStore
+from .run_lock import hold_run_lock
 from .threads import ThreadGovernor
 
 
@@ -171,8 +172,12 @@ class Trainer:
         return run_episodes(self.agent, self.eval_envs, self.cfg.run.eval_episodes, "eval")
 
     def run(self) -> dict[str, Any]:
-        cfg = self.cfg
         self.logdir.mkdir(parents=True, exist_ok=True)
+        with hold_run_lock(self.logdir):  # one training process per logdir
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        cfg = self.cfg
         resumed = self.restore()
         c = self.counters
         if resumed and c.step >= cfg.run.steps and c.credit < 1.0:
