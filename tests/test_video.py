@@ -276,7 +276,7 @@ def test_scale_enlarges_by_nearest_neighbour_and_grey_becomes_rgb_in_mp4(tmp_pat
 
 def test_without_imageio_ffmpeg_only_the_gif_is_written_with_one_warning(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes the import fail
-    monkeypatch.setattr(video, "_mp4_warned", False)
+    monkeypatch.setattr(video.files, "_mp4_warned", False)
     with pytest.warns(ReverieWarning, match="GIF only.*imageio-ffmpeg"):
         first = video.write_video(tmp_path, 1, "a", moving_square())
     import warnings
