@@ -98,7 +98,7 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def table(results: list[dict], code_names: list[str]) -> str:
+def table(results: list[dict]) -> str:
     alone = {r["code"]: r["updates_per_s"][0] for r in results if r["scenario"] == "alone"}
     reference = alone.get("before", alone.get("after"))
     lines = ["| code | scenario | updates/s per run | × its own alone | × before alone | threads seen |",
@@ -142,7 +142,7 @@ def main() -> None:
              f"{args.seconds:g} s; updates/s is the median of its 5-second metric rows after "
              f"{args.warmup:g} s. `before`: {args.baseline_src or '-'}; `after`: this checkout.", ""]
     for preset in args.presets:
-        parts += [f"## {preset}", "", table([r for r in results if r["preset"] == preset], [c for c, _ in codes]), ""]
+        parts += [f"## {preset}", "", table([r for r in results if r["preset"] == preset]), ""]
     (args.out / f"{args.name}.md").write_text("\n".join(parts))
     print("\n".join(parts))
 

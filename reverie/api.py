@@ -65,11 +65,14 @@ def check_steps(steps: Any) -> int:
     return int(steps)
 
 
+def preset_list(presets: str | list[str] | tuple[str, ...]) -> list[str]:
+    """The presets a caller named: one name or a list of them."""
+    return [presets] if isinstance(presets, str) else list(presets)
+
+
 def preset_names(presets: str | list[str] | tuple[str, ...], env: Any = None) -> list[str]:
-    """The presets applied, in order: the defaults for the kinds not named, then `presets` (one
-    name or a list)."""
-    names = [presets] if isinstance(presets, str) else list(presets)
-    return config_lib.compose_presets(names, default_suite_preset(env))
+    """The presets applied, in order: the defaults for the kinds not named, then `presets`."""
+    return config_lib.compose_presets(preset_list(presets), default_suite_preset(env))
 
 
 RESUME_KEYS = ("run.steps", "run.threads", "run.device", "run.precision", "run.compile", "run.retain_memory")
@@ -116,7 +119,7 @@ def resume_config(logdir: Path, env: Any, presets, overrides, steps: int | None,
             f"{logdir} was trained on a Python env object ({cfg.env.id[len(OBJECT_PREFIX):]}); resume "
             "it from Python and pass the env again: reverie.train(env, logdir=...)"
         )
-    names = [presets] if isinstance(presets, str) else list(presets)
+    names = preset_list(presets)
     for name in names:
         config_lib.load_preset(name)  # an unknown preset is an error here too
     if isinstance(overrides, list):
@@ -139,7 +142,7 @@ def resume_config(logdir: Path, env: Any, presets, overrides, steps: int | None,
     config_lib.validate(cfg)
     if ignored:
         notice(f"resuming {logdir} with its saved config; ignored: {', '.join(ignored)} (a resumed run takes "
-               f"only steps and {', '.join(RESUME_KEYS[1:])}; use a new logdir for a new run)")
+               f"only steps and {', '.join(k for k in RESUME_KEYS if k != 'run.steps')}; use a new logdir for a new run)")
     elif default_logdir:
         notice(f"resuming {logdir}, the default logdir for this env; use another logdir for a new run")
     return cfg

@@ -38,7 +38,7 @@ from .config_schema import (  # noqa: F401 - re-exported: `from reverie.config i
     RSSMConfig,
     RunConfig,
 )
-from .errors import ConfigError, warn
+from .errors import ConfigError, plural, warn
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -249,7 +249,7 @@ def _warn_size_overridden(suite: str, overridden: dict[str, str]) -> None:
     for size in dict.fromkeys(overridden.values()):
         keys = [p for p, s in overridden.items() if s == size]
         shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-        warn(f"suite preset '{suite}' overrides {len(keys)} key{'s' if len(keys) != 1 else ''} of the size "
+        warn(f"suite preset '{suite}' overrides {plural(len(keys), 'key')} of the size "
              f"preset '{size}' named before it ({shown}); name the size preset after the suite preset")
 
 

@@ -16,6 +16,7 @@ from reverie.run import threads as T
 @pytest.fixture(autouse=True)
 def _keep_torch_threads():
     before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the tests' fake machine has 2 cores; start each test from 2 threads
     yield
     torch.set_num_threads(before)
 

@@ -119,6 +119,8 @@ class ThreadGovernor:
         self.cores = cores or usable_cores()
         self.probe = None if self.fixed else probe or LoadProbe()
         self._next = -math.inf
+        if self.fixed:
+            torch.set_num_threads(self.fixed)
         self.threads = self.fixed or torch.get_num_threads()
         self.changes = 0  # how often the count changed (for the metrics)
 
@@ -133,8 +135,6 @@ class ThreadGovernor:
     def update(self) -> int:
         """Re-fit the thread count when `interval` seconds have passed; returns the count."""
         if self.fixed:
-            if torch.get_num_threads() != self.fixed:
-                torch.set_num_threads(self.fixed)
             return self.fixed
         now = self._clock()
         if now < self._next:

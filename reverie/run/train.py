@@ -197,6 +197,10 @@ class Trainer:
         if cfg.run.steps < cfg.run.prefill:
             self.progress.log(f"the run ends at step {cfg.run.steps:,}, inside the random prefill of "
                               f"{cfg.run.prefill:,} steps (run.prefill): no update will run")
+        # What the next metrics row covers: the steps and updates from here.
+        self.train_metrics: list[dict[str, torch.Tensor]] = []
+        self.episode_stats: list[tuple[float, int]] = []
+        self.last_log, self.log_step, self.log_updates = time.time(), c.step, c.updates
         if self.recovered_steps:
             self.progress.log(f"recovered {self.recovered_steps:,} env steps from replay chunks written after "
                               "the checkpoint; the updates they earned run first")
@@ -226,9 +230,8 @@ class Trainer:
         """Act, store, train as the ratio allows; log, evaluate and checkpoint when due."""
         cfg, c = self.cfg, self.counters
         tracker = EpisodeTracker(self.envs.num_envs)
-        self.train_metrics, self.episode_stats = self.run_updates(), []  # updates owed by recovered steps first
-        self.last_log = last_ckpt = last_report = time.time()
-        self.log_step, self.log_updates = c.step, c.updates
+        self.train_metrics += self.run_updates()  # the updates owed by recovered steps first
+        last_ckpt = last_report = time.time()
         obs = self.envs.reset()
         state = self.agent.init_state(self.envs.num_envs)
         while c.step < cfg.run.steps:
@@ -266,8 +269,6 @@ class Trainer:
     def write_row(self, now: float | None = None) -> None:
         """One metrics row over the steps and updates since the last; the bar shows its return
         and main losses (it measures steps/s and updates/s itself)."""
-        if not hasattr(self, "train_metrics"):
-            return  # interrupted before the loop began
         now = time.time() if now is None else now
         c = self.counters
         if c.step == self.log_step and not self.train_metrics:
