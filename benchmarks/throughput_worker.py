@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reverie.agent import Agent  # noqa: E402
+from reverie.agents import make_agent  # noqa: E402
 from reverie.api import build_config  # noqa: E402
 from reverie.envs.spaces import ArraySpec, action_space_from_gym  # noqa: E402
 from reverie.run.host_memory import retain_freed_memory  # noqa: E402
@@ -92,7 +92,7 @@ def build_agent(args):
         retain_freed_memory()
     torch.manual_seed(args.seed)
     obs_space, act_space = spaces(args.obs)
-    return cfg, Agent(obs_space, act_space, cfg, args.device), obs_space, act_space
+    return cfg, make_agent(obs_space, act_space, cfg, args.device), obs_space, act_space
 
 
 def synchronize(device: str) -> None:
@@ -135,11 +135,11 @@ def measure_act(args) -> dict:
     obs["is_first"] = np.zeros(N, bool)
     state = agent.init_state(N)
     for _ in range(args.warmup):
-        state, _ = agent.act(state, obs, "train")
+        state, _, _ = agent.act(state, obs, "train")
     seconds = []
     for _ in range(args.n):
         start = time.perf_counter()
-        state, _ = agent.act(state, obs, "train")  # returns numpy: includes the device sync
+        state, _, _ = agent.act(state, obs, "train")  # returns numpy: includes the device sync
         seconds.append(time.perf_counter() - start)
     return {"seconds_per_call": seconds, "envs": N,
             "policy_steps_per_s": N / statistics.median(seconds)}

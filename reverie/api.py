@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from . import config as config_lib
-from .agent import Agent, resolve_device
+from .agents import Agent, make_agent
 from .config import Config
 from .envs import GymEnv, default_suite_preset, make_env, make_vec_env
 from .errors import CheckpointError, UserError, notice
 from .run import checkpoint as ckpt
+from .run.device import resolve_device
 from .run.evaluate import EpisodeRecorder, run_episodes, write_episode_videos
 from .run.train import train as _train_loop
 
@@ -186,7 +187,7 @@ class Policy:
         """One step for a single env: `step` is the env's step dict (unbatched). Returns
         (action vector, new state); pass the action to `GymEnv.step`."""
         batched = {k: np.asarray(v)[None] for k, v in step.items()}
-        state, action = self.agent.act(state, batched, mode)
+        state, action, _ = self.agent.act(state, batched, mode)
         return action[0], state
 
     def evaluate(self, episodes: int = 10, mode: str = "eval", seed: int = 12345,
@@ -279,7 +280,7 @@ def load(logdir: str | Path, env: Any = None, device: str = "auto") -> Policy:
         spec = copy.deepcopy(spec)
     device = resolve_device(device, "device")
     probe = make_env(spec, cfg.env, 0)
-    agent = Agent(probe.obs_space, probe.act_space, cfg, device)
+    agent = make_agent(probe.obs_space, probe.act_space, cfg, device)
     probe.close()
     found = ckpt.load_latest_checkpoint(logdir / "checkpoints", map_location=device)
     if found is None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from reverie import config as C
-from reverie.agent import Agent
+from reverie.agents.dreamer import DreamerAgent
 from reverie.envs import make_env
 from toy_envs import CueEnv, DictObsEnv
 
@@ -15,7 +15,7 @@ SMALL_CNN = ["model.encoder.mults=[2,2]", "model.decoder.mults=[2,2]"]
 def make_agent(env_fn, overrides=()):
     cfg = C.make_config(C.compose_presets(["debug"]), list(overrides))
     env = make_env(env_fn, cfg.env)
-    return Agent(env.obs_space, env.act_space, cfg), env, cfg
+    return DreamerAgent(env.obs_space, env.act_space, cfg), env, cfg
 
 
 def random_batch(env, cfg, seed=0):
@@ -45,7 +45,7 @@ def test_shapes_for_vector_image_and_dict_observations(env_fn, extra):
         assert key in metrics
     state = agent.init_state(3)
     obs = {k: np.stack([v] * 3) for k, v in env.reset().items()}
-    state, action = agent.act(state, obs, "train")
+    state, action, _ = agent.act(state, obs, "train")
     assert action.shape == (3, env.act_space.dim) and action.dtype == np.float32
     assert state["deter"].shape == (3, cfg.model.rssm.deter)
     assert state["stoch"].shape == (3, cfg.model.rssm.stoch, cfg.model.rssm.classes)

@@ -8,10 +8,10 @@ import torch
 from toy_envs import CueEnv
 
 from reverie import config as C
-from reverie.agent import Agent
+from reverie.agents.dreamer import DreamerAgent
 from reverie.envs import make_env
 from reverie.envs.spaces import ActionSpace
-from reverie.planning import CEMPlanner
+from reverie.planners import CEMPlanner
 
 
 class Scalar:
@@ -201,7 +201,7 @@ def test_plans_with_a_real_world_model(env, presets):
     """DreamerV3's categorical RSSM (debug) and PlaNet's Gaussian one, discrete and continuous actions."""
     cfg = C.make_config(C.compose_presets(presets))
     built = make_env(CueEnv if env == "cue" else env, cfg.env)
-    agent = Agent(built.obs_space, built.act_space, cfg)
+    agent = DreamerAgent(built.obs_space, built.act_space, cfg)
     critic = agent.ac.critic if agent.ac is not None else None
     value_fn = (lambda feat: critic(feat).mean()) if critic is not None else (lambda feat: feat.sum(-1))
     state = {k: v for k, v in agent.init_state(3).items() if k != "action"}
@@ -225,7 +225,7 @@ def test_the_agent_acts_with_the_planner():
                                                                   "behavior.planner.top_k=4",
                                                                   "behavior.planner.iterations=2"])
     built = make_env("Pendulum-v1", cfg.env)
-    agent = Agent(built.obs_space, built.act_space, cfg)
+    agent = DreamerAgent(built.obs_space, built.act_space, cfg)
     obs = {k: np.stack([v] * 2) for k, v in built.reset().items()}
-    _, action = agent.act(agent.init_state(2), obs, "eval")
+    _, action, _ = agent.act(agent.init_state(2), obs, "eval")
     assert action.shape == (2, 1) and np.all(np.abs(action) <= 1)

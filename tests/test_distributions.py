@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from reverie import ops
-from reverie.distributions import Bernoulli, BoundedNormal, ImageMSE, MultiOneHot, OneHotCategorical, SymlogMSE, TwoHot
+from reverie.nn import maths as ops
+from reverie.nn.distributions import Bernoulli, BoundedNormal, ImageMSE, MultiOneHot, OneHotCategorical, SymlogMSE, TwoHot
 
 
 def test_onehot_sample_is_onehot_with_straight_through_gradient():

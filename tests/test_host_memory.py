@@ -13,7 +13,7 @@ import pytest
 CHILD = """
 import resource, sys
 import gymnasium as gym, numpy as np, torch
-from reverie.agent import Agent
+from reverie.agents.dreamer import DreamerAgent
 from reverie.api import build_config
 from reverie.envs.spaces import ArraySpec, action_space_from_gym
 from reverie.run.host_memory import retain_freed_memory
@@ -22,7 +22,7 @@ if sys.argv[1] == "retain":
 torch.set_num_threads(1)
 B, T = 16, 64
 cfg = build_config("CartPole-v1", ["size1m"], {"batch_size": B, "batch_length": T, "behavior.imag_last": 0})
-agent = Agent({"vector": ArraySpec((4,), np.float32)}, action_space_from_gym(gym.spaces.Discrete(2)), cfg, "cpu")
+agent = DreamerAgent({"vector": ArraySpec((4,), np.float32)}, action_space_from_gym(gym.spaces.Discrete(2)), cfg, "cpu")
 rng = np.random.default_rng(0)
 batch = {"vector": rng.normal(size=(B, T, 4)).astype(np.float32), "reward": rng.normal(size=(B, T)).astype(np.float32),
          "action": np.eye(2, dtype=np.float32)[rng.integers(0, 2, (B, T))], "is_first": np.zeros((B, T), bool),

@@ -12,7 +12,7 @@ from test_agent import make_agent, random_batch
 from toy_envs import CueEnv
 
 from reverie import cli
-from reverie.optim import LaProp
+from reverie.nn.optim import LaProp
 from reverie.run import checkpoint as ckpt
 
 

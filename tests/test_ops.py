@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reverie import ops
+from reverie.nn import maths as ops
 
 
 def test_symlog_values_and_inverse():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reverie.errors import ConfigError
-from reverie.optim import LaProp, global_norm
+from reverie.nn.optim import LaProp, global_norm
 
 
 def one_step(theta: list[float], grad: list[float], **kwargs) -> torch.Tensor:

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from reverie import api
 from reverie import config as C
-from reverie import ops
-from reverie.distributions import TwoHot
+from reverie.nn import maths as ops
+from reverie.nn.distributions import TwoHot
 from reverie.errors import ConfigError
 
 SETTINGS = settings(max_examples=150, deadline=None)

@@ -9,7 +9,7 @@ from test_replay import fill, make_step
 
 from reverie.errors import ReverieWarning
 from reverie.replay import Replay
-from reverie.run.replay_store import ReplayStore
+from reverie.replay import ReplayStore
 
 
 def spans(store: ReplayStore) -> list[tuple[int, int]]:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from reverie import config as C
-from reverie.agent import Agent
+from reverie.agents.dreamer import DreamerAgent
 from reverie.envs import make_env
 from reverie.errors import ConfigError
-from reverie.nets import ConvDecoder, ConvEncoder
+from reverie.nn.conv import ConvDecoder, ConvEncoder
 from test_agent import SMALL_CNN, random_batch
 from toy_envs import CueEnv, DictObsEnv
 
@@ -21,7 +21,7 @@ def losses_of_two_updates(env_fn, overrides):
     cfg = C.make_config(C.compose_presets(["debug"]), SHORT + list(overrides))
     env = make_env(env_fn, cfg.env)
     torch.manual_seed(0)
-    agent = Agent(env.obs_space, env.act_space, cfg)
+    agent = DreamerAgent(env.obs_space, env.act_space, cfg)
     batch = random_batch(env, cfg)
     torch.manual_seed(1)
     metrics = [agent.train_step(batch) for _ in range(2)]
@@ -74,7 +74,7 @@ def test_agent_trains_with_the_stride_cnn():
         "model.encoder.resize=stride", "model.decoder.resize=stride",
         "model.encoder.kernel=4", "model.decoder.kernel=4"])
     env = make_env(DictObsEnv, cfg.env)
-    agent = Agent(env.obs_space, env.act_space, cfg)
+    agent = DreamerAgent(env.obs_space, env.act_space, cfg)
     metrics = agent.train_step(random_batch(env, cfg))
     assert np.isfinite(float(metrics["loss/rec"]))
 
@@ -85,7 +85,7 @@ def test_bfloat16_posterior_steps_over_few_rows_run_in_float32(batch, dtype):
     matmuls do not pay, and keeps it from that many rows up."""
     cfg = C.make_config(C.compose_presets(["debug"]), [])
     env = make_env(CueEnv, cfg.env)
-    agent = Agent(env.obs_space, env.act_space, cfg)
+    agent = DreamerAgent(env.obs_space, env.act_space, cfg)
     rssm = agent.wm.rssm
     tokens = torch.randn(batch, 3, agent.wm.encoder.out_features)
     actions = torch.zeros(batch, 3, env.act_space.dim)

@@ -13,17 +13,17 @@ import torch
 from test_agent import random_batch
 
 from reverie import config as C
-from reverie.agent import Agent
-from reverie.distributions import Normal, TanhNormal, TwoHot
+from reverie.agents.dreamer import DreamerAgent
+from reverie.nn.distributions import Normal, TanhNormal, TwoHot
 from reverie.envs import make_env
-from reverie.optim import Adam
-from reverie.rssm import RSSM, clip_mean
+from reverie.nn.optim import Adam
+from reverie.agents.dreamer.rssm import RSSM, clip_mean
 
 
 def make(preset: str, env: str = "Pendulum-v1", overrides=()):
     cfg = C.make_config(C.compose_presets([preset, "debug"]), list(overrides))
     env = make_env(env, cfg.env)
-    return Agent(env.obs_space, env.act_space, cfg), env, cfg
+    return DreamerAgent(env.obs_space, env.act_space, cfg), env, cfg
 
 
 def test_normal_kl_matches_the_closed_form():

@@ -12,7 +12,7 @@ from PIL import Image
 
 from reverie import config as C
 from reverie import video
-from reverie.agent import Agent
+from reverie.agents.dreamer import DreamerAgent
 from reverie.api import Policy
 from reverie.errors import UserError
 from reverie.envs import make_env
@@ -370,7 +370,7 @@ class RenderEnv(gym.Env):
 def vector_policy(spec, logdir):
     cfg = C.make_config(C.compose_presets(["debug"]))
     probe = make_env(lambda: RenderEnv(), cfg.env)
-    agent = Agent(probe.obs_space, probe.act_space, cfg)
+    agent = DreamerAgent(probe.obs_space, probe.act_space, cfg)
     return Policy(agent, cfg, spec, logdir=logdir, step=42)
 
 
@@ -407,7 +407,7 @@ def test_evaluate_without_video_is_unchanged_and_video_needs_a_folder():
 def test_long_episodes_are_predicted_in_chunks_that_cover_every_step():
     cfg = C.make_config(C.compose_presets(["debug"]), SMALL_CNN)
     env = make_env(lambda: DictObsEnv(length=23), cfg.env)
-    agent = Agent(env.obs_space, env.act_space, cfg)
+    agent = DreamerAgent(env.obs_space, env.act_space, cfg)
     recorder = EpisodeRecorder(limit=1)
     from reverie.envs import VecEnv
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from reverie import config as C
-from reverie import weight_tape
-from reverie.nets import BlockLinear, run_layer, tape_layers
-from reverie.rssm import RSSM
-from reverie.weight_tape import SequenceTape, StepTape
+from reverie.kernels import weight_tape
+from reverie.nn.layers import BlockLinear, run_layer, tape_layers
+from reverie.agents.dreamer.rssm import RSSM
+from reverie.kernels.weight_tape import SequenceTape, StepTape
 
 VARIANTS = {
     "block core, 4 blocks, 2 hidden layers": (["debug"], ["model.rssm.blocks=4", "model.rssm.dyn_layers=2"]),

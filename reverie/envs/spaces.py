@@ -33,7 +33,8 @@ import numpy as np
 
 from reverie.errors import EnvError
 
-RESERVED_KEYS = ("reward", "is_first", "is_last", "is_terminal", "action")
+STEP_KEYS = ("reward", "is_first", "is_last", "is_terminal")  # every step dict holds these
+RESERVED_KEYS = (*STEP_KEYS, "action")
 """Step-dict fields that an observation key may not use."""
 
 _SUPPORTED_OBS = "Box, Discrete, MultiDiscrete, MultiBinary, and Dict or Tuple spaces of these, nested freely"

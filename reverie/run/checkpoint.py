@@ -11,7 +11,6 @@ crash leaves either the old file or the new one, never a torn one.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
@@ -21,35 +20,9 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, warn
+from ..files import atomic_write_bytes
 
 CKPT_PATTERN = re.compile(r"^ckpt_(\d{9})\.pt$")
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path):
-    """Yield a binary file to write `path` through: written under a temporary name in the same
-    folder, flushed, fsynced and renamed on success; removed if the writer raises."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    with atomic_file(path) as f:
-        f.write(payload)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

@@ -20,6 +20,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..envs.gym_adapter import LOG_PREFIX
+from ..envs.suites import crafter_score
 
 ACHIEVEMENT = "achievement_"
 
@@ -29,15 +30,6 @@ def split_log_keys(step: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], 
     data = {k: v for k, v in step.items() if not k.startswith(LOG_PREFIX)}
     logs = {k[len(LOG_PREFIX):]: v for k, v in step.items() if k.startswith(LOG_PREFIX)}
     return data, logs
-
-
-def crafter_score(success_rates_percent: list[float] | np.ndarray) -> float:
-    """Crafter score (Hafner 2021, "Benchmarking the Spectrum of Agent Capabilities"):
-    S = exp(mean_i ln(1 + s_i)) − 1, with s_i the success rate of achievement i in percent."""
-    rates = np.asarray(success_rates_percent, dtype=np.float64)
-    if rates.size == 0:
-        return 0.0
-    return float(np.exp(np.log1p(rates).mean()) - 1.0)
 
 
 class EpisodeLogStats:

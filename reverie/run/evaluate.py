@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..agent import STEP_KEYS, Agent
+from ..agents import Agent
+from ..envs.spaces import STEP_KEYS
 from ..video import openloop_grid, write_video
 
 OPENLOOP_CONTEXT = 5  # observed steps before the model predicts open loop
@@ -142,7 +143,7 @@ def run_episodes(agent: Agent, envs, episodes: int, mode: str = "eval",
     tracker = EpisodeTracker(envs.num_envs)
     done: list[tuple[float, int]] = []
     while len(done) < episodes:
-        state, action = agent.act(state, obs, mode)
+        state, action, _ = agent.act(state, obs, mode)
         obs = envs.step(action)
         if record is not None:
             record.act(action)
@@ -175,16 +176,19 @@ def episode_openloop(agent: Agent, episode: dict[str, np.ndarray], context: int 
     The episode is cut into pieces of at most `chunk` steps; in each, the model observes the
     first `context` steps and imagines the rest from the recorded actions (`Agent.report`).
     """
-    keys = [k for k in agent.wm.decoder.cnn_keys if k in episode]
     length = len(episode["is_first"])
-    pieces: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {k: ([], []) for k in keys}
+    pieces: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     batch_keys = [k for k in (*agent.obs_keys, "action", *STEP_KEYS) if k in episode]
     for start in range(0, length, chunk):
         batch = {k: episode[k][None, start:start + chunk] for k in batch_keys}  # (1, T', ...)
         report = agent.report(batch, context=context)
-        for key in keys:
-            pieces[key][0].append(report[f"openloop/{key}/truth"][0].cpu().numpy())
-            pieces[key][1].append(report[f"openloop/{key}/pred"][0].cpu().numpy())
+        for name, pred in report.items():  # the predicted images: openloop/{key}/pred (1, T', H, W, C) uint8
+            key = name[len("openloop/"):-len("/pred")] if name.startswith("openloop/") and name.endswith("/pred") else None
+            if key is None or pred.dim() != 5 or pred.dtype != torch.uint8:
+                continue
+            truth, preds = pieces.setdefault(key, ([], []))
+            truth.append(report[f"openloop/{key}/truth"][0].cpu().numpy())
+            preds.append(pred[0].cpu().numpy())
     return {k: (np.concatenate(t), np.concatenate(p)) for k, (t, p) in pieces.items()}
 
 

@@ -29,18 +29,18 @@ import torch
 from rich.console import Console
 
 from .. import config as config_lib
-from ..agent import Agent, resolve_device
+from ..agents import make_agent
 from ..config import Config
 from ..envs import make_vec_env
 from ..errors import Interrupted, TrainingError, UserError, notice
 from ..logging import MetricsWriter
 from ..progress import Progress
-from ..replay import Replay
+from ..replay import Replay, ReplayStore
 from . import checkpoint as ckpt
 from .episode_logs import EpisodeLogStats, split_log_keys
 from .evaluate import EpisodeTracker, run_episodes
+from .device import resolve_device
 from .host_memory import retain_freed_memory
-from .replay_store import ReplayStore
 from .run_lock import hold_run_lock
 from .threads import ThreadGovernor
 
@@ -87,7 +87,7 @@ class Trainer:
         self.envs = make_vec_env(self.env_spec, cfg.env, cfg.env.num_envs, cfg.seed)
         self.threads.measure_now()  # after the env workers started: their work is not ours
         self.eval_envs = None
-        self.agent = Agent(self.envs.obs_space, self.envs.act_space, cfg, self.device)
+        self.agent = make_agent(self.envs.obs_space, self.envs.act_space, cfg, self.device)
         self.replay = Replay(cfg.replay.capacity, cfg.batch_size, cfg.batch_length, cfg.env.num_envs,
                              cfg.replay.online, cfg.seed)
         self.store = ReplayStore(self.logdir / "replay", self.replay, cfg.replay.chunk_length)
@@ -240,10 +240,12 @@ class Trainer:
                 c.next_eval = c.step + cfg.run.eval_every
             if c.step < cfg.run.prefill:
                 action = self.envs.act_space.sample_random(self.rng, self.envs.num_envs).astype(np.float32)
+                extras = {k: np.zeros((self.envs.num_envs, *spec.shape), spec.dtype)
+                          for k, spec in self.agent.replay_fields.items()}
             else:
-                state, action = self.agent.act(state, obs, "train")
+                state, action, extras = self.agent.act(state, obs, "train")
             data, _ = split_log_keys(obs)
-            self.replay.add({**data, "action": action})  # step t with the action taken in it
+            self.replay.add({**data, "action": action, **extras})  # step t with the action taken in it
             with self.writing("the replay"):
                 self.store.write_due()
             obs = self.envs.step(action)

@@ -12,9 +12,19 @@ functions so that worker processes can pickle the env factory.
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 
 from reverie.config import EnvConfig
 from reverie.envs.registry import Suite, register_suite
+
+
+def crafter_score(success_rates_percent: list[float] | np.ndarray) -> float:
+    """Crafter score (Hafner 2021, "Benchmarking the Spectrum of Agent Capabilities"):
+    S = exp(mean_i ln(1 + s_i)) − 1, with s_i the success rate of achievement i in percent."""
+    rates = np.asarray(success_rates_percent, dtype=np.float64)
+    if rates.size == 0:
+        return 0.0
+    return float(np.exp(np.log1p(rates).mean()) - 1.0)
 
 
 def _build_dmc(task: str, cfg: EnvConfig, seed: int) -> gym.Env:

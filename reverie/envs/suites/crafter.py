@@ -26,8 +26,8 @@ import gymnasium as gym
 import numpy as np
 
 from reverie.config import EnvConfig
+from reverie.envs.suites import crafter_score  # noqa: F401  (re-exported)
 from reverie.errors import EnvError
-from reverie.run.episode_logs import crafter_score
 
 __all__ = ["ACHIEVEMENTS", "TASKS", "CrafterEnv", "build", "check_task", "crafter_score"]
 

@@ -28,11 +28,11 @@ import copy
 import torch
 from torch import nn
 
-from .. import ops
-from ..config import ActorConfig, BehaviorConfig
-from ..distributions import BoundedNormal, MultiOneHot, TanhNormal
-from ..nets import MLP, Linear
-from ..world_model import ScalarHead, WorldModel
+from reverie.agents.dreamer.world_model import ScalarHead, WorldModel
+from reverie.config import ActorConfig, BehaviorConfig
+from reverie.nn import maths as ops
+from reverie.nn.distributions import BoundedNormal, MultiOneHot, TanhNormal
+from reverie.nn.layers import MLP, Linear
 
 
 class Actor(nn.Module):

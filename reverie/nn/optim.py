@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from reverie.errors import ConfigError
 
 __all__ = ["Adam", "LaProp", "global_norm"]
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ReverieWarning
-from ..replay import Replay
-from .checkpoint import atomic_file
+from reverie.errors import ReverieWarning
+from reverie.files import atomic_file
+from reverie.replay.buffer import Replay
 
 CHUNK_PATTERN = re.compile(r"^chunk_(\d{10})_(\d{10})\.npz$")
 

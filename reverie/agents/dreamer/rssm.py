@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
-from .config import RSSMConfig
-from .distributions import Normal, OneHotCategorical
-from .nets import BlockLinear, Dense, Linear, Norm, get_act, run_layer, tape_layers
-from .weight_tape import SequenceTape, StepTape, layout
+from reverie.config import RSSMConfig
+from reverie.kernels.weight_tape import SequenceTape, StepTape, layout
+from reverie.nn import maths as ops
+from reverie.nn.distributions import Normal, OneHotCategorical
+from reverie.nn.layers import BlockLinear, Dense, Linear, Norm, get_act, run_layer, tape_layers
 
 
 class BlockGRU(nn.Module):

@@ -6,12 +6,9 @@ each group's parameters take the gradient of its own losses only (LOSS_GROUPS); 
 routed the same way whenever the actor backpropagates through the model, so the actor loss never
 moves the world model or the critic.
 
-Contract (DESIGN §3):
-    init_state(batch_size)          → recurrent carry {deter, stoch, action}
-    act(state, obs, mode)           → (state, action);  mode ∈ {"train", "eval", "random"}
-    train_step(batch)               → metrics (0-d tensors, no host sync)
-    report(batch)                   → open-loop predictions
-    state_dict() / load_state_dict  → weights, optimiser, return normaliser, slow critic
+It implements the agent contract (`reverie.agents.contract`): the carried state is the RSSM's
+{deter, stoch} and the previous action; `act` returns no replay extras; the checkpointed state
+is the weights (slow critic and return normaliser included) and the optimisers' states.
 """
 
 from __future__ import annotations
@@ -22,46 +19,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import ops
-from .behavior import ActorCritic
-from .config import Config
-from .errors import UserError
-from .optim import Adam, LaProp, global_norm
-from .world_model import WorldModel
+from reverie.agents import MODES, register
+from reverie.agents.dreamer.actor_critic import ActorCritic
+from reverie.agents.dreamer.world_model import WorldModel
+from reverie.config import Config
+from reverie.nn import maths as ops
+from reverie.nn.optim import Adam, LaProp, global_norm
 
-STEP_KEYS = ("reward", "is_first", "is_last", "is_terminal")
 LOSS_GROUPS = {"model": ("rec", "rew", "con", "dyn", "rep", "repval"), "actor": ("policy",),
                "critic": ("value", "repval")}  # which losses train which parameters
 
 
-def resolve_device(name: str, what: str = "run.device") -> torch.device:
-    """`auto` (CUDA when torch sees a GPU, else the CPU), `cpu`, `cuda`, `cuda:N` or `mps`; a name
-    that is not a device, or a device this machine lacks, raises `UserError` (`what` names the
-    setting in the message)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise UserError(f"{what} '{name}' is not a device; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "this torch build has no CUDA" if torch.version.cuda is None else "torch sees no GPU"
-            raise UserError(f"{what} '{name}' is not available: {build} (torch {torch.__version__}); "
-                            "use cpu or auto, or install a CUDA build of torch")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"{what} '{name}' is not available: torch sees {torch.cuda.device_count()} GPU(s); "
-                            f"use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"{what} '{name}' is not available on this machine; use cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"{what} '{name}' is not supported; use auto, cpu, cuda, cuda:N or mps")
-    return device
+@register("dreamer")
+class DreamerAgent(nn.Module):
+    eval_mode = "eval"  # the policy's mode; "train" samples
+    replay_fields: dict = {}  # nothing stored beside the observations, action and step flags
 
-
-class Agent(nn.Module):
     def __init__(self, obs_space: dict, act_space, cfg: Config, device: str | torch.device = "cpu"):
         super().__init__()
+        self.batch_size, self.sequence_length = cfg.batch_size, cfg.batch_length
         self.cfg = cfg
         self.obs_space = dict(obs_space)
         self.act_space = act_space
@@ -70,7 +46,7 @@ class Agent(nn.Module):
         b = cfg.behavior
         self.planner = None
         if b.kind == "planner":  # PlaNet: CEM on the world model, optionally with a learnt value at the horizon
-            from .planning import CEMPlanner
+            from reverie.planners import CEMPlanner
 
             p = b.planner
             self.planner = CEMPlanner(act_space, p.horizon, p.candidates, p.iterations, p.top_k)
@@ -149,9 +125,9 @@ class Agent(nn.Module):
     @torch.no_grad()
     def act(self, state: dict[str, torch.Tensor], obs: dict, mode: str = "train"):
         """One policy step for N envs: obs holds (N, ...) observation keys and is_first (N,).
-        Returns the new state and actions (N, A) as a float32 numpy array in the agent's action
-        format (one-hots for discrete, [-1, 1] for continuous)."""
-        if mode not in ("train", "eval", "random"):
+        Returns the new state, actions (N, A) as a float32 numpy array in the agent's action
+        format (one-hots for discrete, [-1, 1] for continuous) and no replay extras ({})."""
+        if mode not in MODES:
             raise ValueError(f"unknown act mode '{mode}'; use train, eval or random")
         data = self.to_tensors({k: obs[k] for k in self.wm.encoder.mlp_keys + self.wm.encoder.cnn_keys})
         is_first = torch.as_tensor(obs["is_first"], device=self.device).bool()
@@ -177,7 +153,7 @@ class Agent(nn.Module):
                 action = action + noise * torch.randn_like(action)
             action = action.clamp(-1.0, 1.0)
         new_state = {"deter": rssm_state["deter"].float(), "stoch": rssm_state["stoch"].float(), "action": action}
-        return new_state, action.cpu().numpy()
+        return new_state, action.cpu().numpy(), {}
 
     # ------------------------------------------------------------------------------------------
     def compute_losses(self, data: dict[str, torch.Tensor]):

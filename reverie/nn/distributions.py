@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import ops
+from reverie.nn import maths as ops
 
 
 class Distribution:

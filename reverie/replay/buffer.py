@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError, ConfigError, UserError
+from reverie.errors import CheckpointError, ConfigError, UserError
 
 StepSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
 

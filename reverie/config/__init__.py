@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from .config_schema import (  # noqa: F401 - re-exported: `from reverie.config import RSSMConfig`
+from reverie.config.schema import (  # noqa: F401 - re-exported: `from reverie.config import RSSMConfig`
     AdamGroupConfig,
+    AgentConfig,
     ActorConfig,
     BehaviorConfig,
     Config,
@@ -38,7 +39,7 @@ from .config_schema import (  # noqa: F401 - re-exported: `from reverie.config i
     RSSMConfig,
     RunConfig,
 )
-from .errors import ConfigError, plural, warn
+from reverie.errors import ConfigError, plural, warn
 
 PRESET_DIR = Path(__file__).parent / "presets"
 

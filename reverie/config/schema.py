@@ -217,11 +217,17 @@ class OptimConfig:
 
 
 @dataclass
+class AgentConfig:
+    family: str = "dreamer"  # the agent family (reverie/agents/): dreamer (DreamerV3, V2, V1, PlaNet)
+
+
+@dataclass
 class Config:
     seed: int = 0
     logdir: str = ""
     batch_size: int = 16
     batch_length: int = 64
+    agent: AgentConfig = field(default_factory=AgentConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     run: RunConfig = field(default_factory=RunConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import ops
-from .config import Config, EncoderConfig, DecoderConfig
-from .distributions import Bernoulli, ImageMSE, SymlogMSE, TwoHot
-from .errors import ConfigError
-from .nets import MLP, ConvDecoder, ConvEncoder, Linear
-from .rssm import RSSM
+from reverie.agents.dreamer.rssm import RSSM
+from reverie.config import Config, DecoderConfig, EncoderConfig
+from reverie.errors import ConfigError
+from reverie.nn import maths as ops
+from reverie.nn.conv import ConvDecoder, ConvEncoder
+from reverie.nn.distributions import Bernoulli, ImageMSE, SymlogMSE, TwoHot
+from reverie.nn.layers import MLP, Linear
 
 
 def is_image(spec) -> bool:

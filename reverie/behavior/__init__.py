@@ -1,5 +1,0 @@
-"""Behaviour learning: the imagination actor-critic (and later, planners)."""
-
-from .actor_critic import Actor, ActorCritic
-
-__all__ = ["Actor", "ActorCritic"]

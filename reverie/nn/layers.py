@@ -1,0 +1,146 @@
+"""Network layers shared by every agent: Linear, Norm, Dense, MLP, BlockLinear.
+
+Initialisation follows DreamerV3: truncated normal scaled by fan-in (std 1.1368/√fan_in,
+truncated at ±2σ), zero biases, and an `outscale` that shrinks (or zeroes) output layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reverie.errors import ConfigError
+from reverie.nn import maths as ops
+
+
+def trunc_normal_fan_in_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
+    std = 1.1368 * math.sqrt(1.0 / fan_in) * scale
+    if scale == 0.0:
+        nn.init.zeros_(weight)
+    else:
+        nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+
+
+def get_act(name: str) -> nn.Module:
+    acts = {"silu": nn.SiLU, "elu": nn.ELU, "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh,
+            "none": nn.Identity}
+    if name not in acts:
+        raise ConfigError(f"unknown activation '{name}'; choose from {', '.join(acts)}")
+    return acts[name]()
+
+
+class Linear(nn.Linear):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, outscale: float = 1.0):
+        super().__init__(in_features, out_features, bias)
+        trunc_normal_fan_in_(self.weight, in_features, outscale)
+        if bias:
+            nn.init.zeros_(self.bias)
+
+
+class RMSNorm(nn.Module):
+    """x / √(mean(x²) + eps) · weight over the last dim (`ops.rms_norm`: a cheaper backward on CPU)."""
+
+    def __init__(self, dim: int, eps: float = 1e-4):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return ops.rms_norm(x, self.weight, self.eps)
+
+
+class Norm(nn.Module):
+    """RMSNorm or LayerNorm over the last dim (eps 1e-4 as in DreamerV3), or identity.
+
+    Computed in float32 and returned in the input's dtype: under bf16 autocast this keeps the
+    statistics exact (as the official code does) and uses the fused float32 kernel instead of the
+    slow mixed-dtype path.
+    """
+
+    def __init__(self, dim: int, kind: str = "rms", eps: float = 1e-4):
+        super().__init__()
+        if kind == "rms":
+            self.norm = RMSNorm(dim, eps=eps)
+        elif kind == "layer":
+            self.norm = nn.LayerNorm(dim, eps=eps)
+        elif kind == "none":
+            self.norm = nn.Identity()
+        else:
+            raise ConfigError(f"unknown norm '{kind}'; choose rms, layer or none")
+
+    def forward(self, x):
+        if x.dtype == torch.float32:
+            return self.norm(x)
+        return self.norm(x.float()).to(x.dtype)
+
+
+class Dense(nn.Sequential):
+    """Linear → Norm → activation."""
+
+    def __init__(self, in_features: int, out_features: int, norm: str = "rms", act: str = "silu"):
+        super().__init__(Linear(in_features, out_features),
+                         Norm(out_features, norm), get_act(act))
+
+
+class MLP(nn.Sequential):
+    """`layers` Dense layers of `units` (an empty MLP passes its input through)."""
+
+    def __init__(self, in_features: int, units: int, layers: int, norm="rms", act="silu"):
+        dims = [in_features] + [units] * layers
+        super().__init__(*[Dense(a, b, norm, act) for a, b in zip(dims[:-1], dims[1:])])
+        self.out_features = dims[-1]
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear map with `blocks` groups: (..., G·I) → (..., G·O)."""
+
+    def __init__(self, in_features: int, out_features: int, blocks: int, outscale: float = 1.0):
+        super().__init__()
+        if in_features % blocks or out_features % blocks:
+            raise ConfigError(f"BlockLinear sizes {in_features}→{out_features} not divisible by {blocks} blocks")
+        self.blocks = blocks
+        self.weight = nn.Parameter(torch.empty(blocks, in_features // blocks, out_features // blocks))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        trunc_normal_fan_in_(self.weight, in_features // blocks, outscale)
+
+    def forward(self, x):
+        return self.apply_params(x, self.weight, self.bias)
+
+    @staticmethod
+    def apply_params(x, weight, bias):
+        """(..., G·I) with weight (G, I, O) and bias (G·O) → (..., G·O)."""
+        lead, blocks = x.shape[:-1], weight.shape[0]
+        x = x.reshape(-1, blocks, x.shape[-1] // blocks).transpose(0, 1)  # (G, N, I)
+        x = torch.bmm(x, weight.to(x.dtype)).transpose(0, 1)  # (N, G, O)
+        return x.reshape(*lead, -1) + bias.to(x.dtype)
+
+
+def run_layer(layer: nn.Module, x: torch.Tensor, tape=None, name: str = "") -> torch.Tensor:
+    """layer(x); with a `weight_tape.StepTape`, each Linear and BlockLinear in it (Sequentials are
+    walked, their children named `name.index`) runs on its stopped parameters plus the tape's probe
+    of that name, so its weight gradient is formed once per sequence."""
+    if tape is None:
+        return layer(x)
+    if isinstance(layer, nn.Sequential):
+        for i, child in enumerate(layer):
+            x = run_layer(child, x, tape, f"{name}.{i}")
+        return x
+    if isinstance(layer, (nn.Linear, BlockLinear)):
+        forward = layer.apply_params if isinstance(layer, BlockLinear) else F.linear
+        return tape.linear(name, x, layer.weight, layer.bias, forward)
+    return layer(x)
+
+
+def tape_layers(module: nn.Module, name: str) -> dict[str, tuple]:
+    """The (weight, bias, kind) of every Linear and BlockLinear in `module`, named as
+    `run_layer(module, ..., name=name)` names them (see `weight_tape.SequenceTape`)."""
+    layers = {}
+    for path, layer in module.named_modules(prefix=name):
+        if isinstance(layer, nn.Linear):
+            layers[path] = (layer.weight, layer.bias, "linear")
+        elif isinstance(layer, BlockLinear):
+            layers[path] = (layer.weight, layer.bias, "block")
+    return layers
