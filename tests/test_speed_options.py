@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from reverie import config as C
+from reverie import kernels
 from reverie.agents.dreamer import DreamerAgent
 from reverie.envs import make_env
 from reverie.errors import ConfigError
@@ -79,10 +80,12 @@ def test_agent_trains_with_the_stride_cnn():
     assert np.isfinite(float(metrics["loss/rec"]))
 
 
-@pytest.mark.parametrize("batch, dtype", [(4, torch.float32), (64, torch.bfloat16)])
-def test_bfloat16_posterior_steps_over_few_rows_run_in_float32(batch, dtype):
-    """Under CPU bf16 autocast the posterior loop leaves autocast below ops.FEW_ROWS rows, where bf16
-    matmuls do not pay, and keeps it from that many rows up."""
+@pytest.mark.parametrize("batch, switch, dtype", [(4, True, torch.float32), (64, True, torch.bfloat16),
+                                                  (4, False, torch.bfloat16)])
+def test_bfloat16_posterior_steps_over_few_rows_run_in_float32(batch, switch, dtype):
+    """Under CPU bf16 autocast the posterior loop leaves autocast below kernels.precision.FEW_ROWS
+    rows (kernel `few_rows_float32`), where bf16 matmuls do not pay, and keeps it from that many
+    rows up or with the switch off."""
     cfg = C.make_config(C.compose_presets(["debug"]), [])
     env = make_env(CueEnv, cfg.env)
     agent = DreamerAgent(env.obs_space, env.act_space, cfg)
@@ -90,7 +93,7 @@ def test_bfloat16_posterior_steps_over_few_rows_run_in_float32(batch, dtype):
     tokens = torch.randn(batch, 3, agent.wm.encoder.out_features)
     actions = torch.zeros(batch, 3, env.act_space.dim)
     is_first = torch.zeros(batch, 3, dtype=torch.bool)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16), kernels.use({"few_rows_float32": switch}):
         _, seq = rssm.observe(rssm.initial(batch), actions, tokens.bfloat16(), is_first)
         assert torch.is_autocast_enabled("cpu")  # restored after the loop
-    assert seq["stats"].dtype == dtype  # the posterior layer's output: bf16 only under autocast
+    assert seq["params"].dtype == dtype  # the posterior layer's output: bf16 only under autocast

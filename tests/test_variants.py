@@ -43,11 +43,11 @@ def test_gaussian_rssm_states_and_reparameterised_samples():
     state = rssm.initial(3)
     assert state["stoch"].shape == (3, cfg.stoch, 1)
     tokens = torch.randn(3, 5, requires_grad=True)
-    post, stats = rssm.observe_step(state, torch.zeros(3, 2), tokens, torch.ones(3, dtype=torch.bool))
-    assert stats.shape == (3, cfg.stoch, 2)
+    post, params = rssm.observe_step(state, torch.zeros(3, 2), tokens, torch.ones(3, dtype=torch.bool))
+    assert params.shape == (3, cfg.stoch, 2)
     post["stoch"].sum().backward()  # samples carry gradients back to the observation
     assert tokens.grad is not None and tokens.grad.abs().sum() > 0
-    std = rssm.dist(stats).std
+    std = rssm.dist(params).std
     assert bool((std >= cfg.min_std).all())
 
 
@@ -67,7 +67,7 @@ def test_free_nats_on_the_batch_mean_pass_no_gradient_below_the_threshold():
 def test_kl_balancing_routes_dyn_to_the_prior_and_rep_to_the_posterior(preset):
     cfg = C.make_config(C.compose_presets([preset, "debug"]), ["model.rssm.free_nats=0"])
     rssm = RSSM(cfg.model.rssm, token_dim=5, action_dim=2)
-    shape = (2, 3, *rssm.stats_shape)
+    shape = (2, 3, *rssm.params_shape)
     post, prior = torch.randn(shape, requires_grad=True), torch.randn(shape, requires_grad=True)
     dyn, rep, _ = rssm.kl_losses(post, prior)
     torch.testing.assert_close(dyn, rep)  # the same KL[q ‖ p], split by where its gradient goes

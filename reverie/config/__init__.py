@@ -30,6 +30,7 @@ from reverie.config.schema import (  # noqa: F401 - re-exported: `from reverie.c
     EncoderConfig,
     EnvConfig,
     HeadConfig,
+    KernelConfig,
     LossScales,
     ModelConfig,
     OptimConfig,

@@ -217,6 +217,17 @@ class OptimConfig:
 
 
 @dataclass
+class KernelConfig:
+    """The speed techniques of reverie/kernels/, each on or off (off: the reference path)."""
+    posterior_loop: bool = True  # hoisted posterior input + weight gradients formed once per sequence (CPU)
+    rms_norm: bool = True  # hand-written RMSNorm backward (CPU)
+    twohot_loss: bool = True  # two-hot cross-entropy with a hand-written backward
+    small_softmax: bool = True  # softmax over < 16 classes along a transposed view (CPU)
+    inverse_cdf: bool = True  # categorical samples by inverse CDF instead of torch.multinomial
+    few_rows_float32: bool = True  # CPU work on < 64 rows leaves bf16 autocast for float32
+
+
+@dataclass
 class AgentConfig:
     family: str = "dreamer"  # the agent family (reverie/agents/): dreamer (DreamerV3, V2, V1, PlaNet)
 
@@ -228,6 +239,7 @@ class Config:
     batch_size: int = 16
     batch_length: int = 64
     agent: AgentConfig = field(default_factory=AgentConfig)
+    kernels: KernelConfig = field(default_factory=KernelConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     run: RunConfig = field(default_factory=RunConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)

@@ -17,17 +17,19 @@ as one matmul over T·N rows (in the sequence's autocast dtype, where a large ma
 the recorded inputs (T, N, I). cuDNN's RNN backward batches its weight gradients the same way.
 Gradients with respect to the inputs x_t are untouched: they flow through sg(W) as before.
 
-Use: `SequenceTape(layers, steps, rows, ...)` before the loop; step t gets `tape.probe(t)` (N, ΣO),
-wraps it in a `StepTape` (which layers call through `StepTape.linear`, e.g. via `nets.run_layer`)
-and hands back `StepTape.recorded()` (N, ΣI) to `tape.record`; `tape.finish()` after the loop. A
-layer is (weight, bias or None, kind): kind "linear" for a weight (O, I), "block" for a
-block-diagonal weight (G, I/G, O/G) (`nets.BlockLinear`).
+Use: `with SequenceTape(layers, steps, rows, ...) as tape:` around the loop; step t gets
+`tape.probe(t)` (N, ΣO), wraps it in a `StepTape` (which layers call through `StepTape.linear`,
+e.g. via `run_layer`) and hands back `StepTape.recorded()` (N, ΣI) to `tape.record`; leaving the
+block hands the records to the backward. A layer is (weight, bias or None, kind): kind "linear"
+for a weight (O, I), "block" for a block-diagonal weight (G, I/G, O/G) (`nn.layers.BlockLinear`).
+Used by the posterior loop kernel (`posterior_loop.py`).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def layout(layers: dict[str, tuple]) -> dict[str, tuple[int, int, int, int]]:
@@ -79,20 +81,21 @@ class SequenceTape:
         probes = _Probes.apply(self, (steps, rows, n_out), dtype, *params)  # (T, N, ΣO)
         self.probes = probes.unbind(0)  # one node gathers the T steps' gradients
 
-    @staticmethod
-    def wanted(layers: dict[str, tuple]) -> bool:
-        """Whether a tape is worth its probes: gradients are on and reach some taped weight."""
-        return torch.is_grad_enabled() and any(weight.requires_grad for weight, _, _ in layers.values())
-
     def probe(self, t: int) -> torch.Tensor:
         return self.probes[t]
 
     def record(self, inputs: torch.Tensor) -> None:
         self.records.append(inputs.detach())
 
+    def __enter__(self) -> "SequenceTape":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
+
     def finish(self) -> None:
         """Stack the recorded inputs (T, N, ΣI) for the backward and let go of the probes (which
-        point back here through their autograd node)."""
+        point back here through their autograd node); leaving the `with` block calls it."""
         self.inputs = torch.stack(self.records).flatten(0, 1).to(self.matmul_dtype)  # (T·N, ΣI)
         self.records, self.probes = [], ()
 
@@ -125,3 +128,34 @@ class _Probes(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return (None, None, None, *ctx.tape.weight_grads(grad))
+
+
+def is_block(layer: nn.Module) -> bool:
+    """A block-diagonal linear layer (`nn.layers.BlockLinear`: weight (G, I/G, O/G), `apply_params`)."""
+    return hasattr(layer, "apply_params") and layer.weight.dim() == 3
+
+
+def run_layer(layer: nn.Module, x: torch.Tensor, tape: StepTape, name: str) -> torch.Tensor:
+    """layer(x) with each linear map in it (Sequentials are walked, their children named
+    `name.index`) on its stopped parameters plus the tape's probe of that name."""
+    if isinstance(layer, nn.Sequential):
+        for i, child in enumerate(layer):
+            x = run_layer(child, x, tape, f"{name}.{i}")
+        return x
+    if isinstance(layer, nn.Linear):
+        return tape.linear(name, x, layer.weight, layer.bias)
+    if is_block(layer):
+        return tape.linear(name, x, layer.weight, layer.bias, layer.apply_params)
+    return layer(x)
+
+
+def tape_layers(module: nn.Module, name: str) -> dict[str, tuple]:
+    """The (weight, bias, kind) of every linear map in `module`, named as `run_layer(module, ...,
+    name=name)` names them."""
+    layers = {}
+    for path, layer in module.named_modules(prefix=name):
+        if isinstance(layer, nn.Linear):
+            layers[path] = (layer.weight, layer.bias, "linear")
+        elif is_block(layer):
+            layers[path] = (layer.weight, layer.bias, "block")
+    return layers

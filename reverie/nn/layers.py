@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reverie import kernels
 from reverie.errors import ConfigError
-from reverie.nn import maths as ops
+from reverie.kernels import rms_norm as rms_kernel
 
 
 def trunc_normal_fan_in_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
@@ -41,7 +42,7 @@ class Linear(nn.Linear):
 
 
 class RMSNorm(nn.Module):
-    """x / √(mean(x²) + eps) · weight over the last dim (`ops.rms_norm`: a cheaper backward on CPU)."""
+    """x / √(mean(x²) + eps) · weight over the last dim (kernel `rms_norm`: a cheaper CPU backward)."""
 
     def __init__(self, dim: int, eps: float = 1e-4):
         super().__init__()
@@ -49,7 +50,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return ops.rms_norm(x, self.weight, self.eps)
+        if kernels.enabled("rms_norm") and rms_kernel.applies(x, self.weight):
+            return rms_kernel.rms_norm(x, self.weight, self.eps)
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
 class Norm(nn.Module):
@@ -116,31 +119,3 @@ class BlockLinear(nn.Module):
         x = x.reshape(-1, blocks, x.shape[-1] // blocks).transpose(0, 1)  # (G, N, I)
         x = torch.bmm(x, weight.to(x.dtype)).transpose(0, 1)  # (N, G, O)
         return x.reshape(*lead, -1) + bias.to(x.dtype)
-
-
-def run_layer(layer: nn.Module, x: torch.Tensor, tape=None, name: str = "") -> torch.Tensor:
-    """layer(x); with a `weight_tape.StepTape`, each Linear and BlockLinear in it (Sequentials are
-    walked, their children named `name.index`) runs on its stopped parameters plus the tape's probe
-    of that name, so its weight gradient is formed once per sequence."""
-    if tape is None:
-        return layer(x)
-    if isinstance(layer, nn.Sequential):
-        for i, child in enumerate(layer):
-            x = run_layer(child, x, tape, f"{name}.{i}")
-        return x
-    if isinstance(layer, (nn.Linear, BlockLinear)):
-        forward = layer.apply_params if isinstance(layer, BlockLinear) else F.linear
-        return tape.linear(name, x, layer.weight, layer.bias, forward)
-    return layer(x)
-
-
-def tape_layers(module: nn.Module, name: str) -> dict[str, tuple]:
-    """The (weight, bias, kind) of every Linear and BlockLinear in `module`, named as
-    `run_layer(module, ..., name=name)` names them (see `weight_tape.SequenceTape`)."""
-    layers = {}
-    for path, layer in module.named_modules(prefix=name):
-        if isinstance(layer, nn.Linear):
-            layers[path] = (layer.weight, layer.bias, "linear")
-        elif isinstance(layer, BlockLinear):
-            layers[path] = (layer.weight, layer.bias, "block")
-    return layers

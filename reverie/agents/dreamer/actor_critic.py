@@ -30,6 +30,7 @@ from torch import nn
 
 from reverie.agents.dreamer.world_model import ScalarHead, WorldModel
 from reverie.config import ActorConfig, BehaviorConfig
+from reverie.kernels.precision import compute_dtype
 from reverie.nn import maths as ops
 from reverie.nn.distributions import BoundedNormal, MultiOneHot, TanhNormal
 from reverie.nn.layers import MLP, Linear
@@ -120,7 +121,7 @@ class ActorCritic(nn.Module):
         model_grad = self.model_grad()
         with model_grad:
             feats = [wm.features(state)]
-            dtype = ops.compute_dtype(feats[0])  # every head reads these features: cast them once
+            dtype = compute_dtype(feats[0])  # every head reads these features: cast them once
             feats[0] = feats[0].to(dtype)
         actions, raws = [], []
         for t in range(horizon + 1):
@@ -130,8 +131,8 @@ class ActorCritic(nn.Module):
                 action = self.actor.dist(raw if self.backprop else raw.detach()).sample()
                 actions.append(action)
                 if t < horizon:
-                    state, feat = wm.imagine_step(state, action, dtype)
-                    feats.append(feat)
+                    state = wm.rssm.imagine_step(state, action)
+                    feats.append(wm.features(state).to(dtype))
         return torch.stack(feats, 1), torch.stack(actions, 1), torch.stack(raws, 1)
 
     def loss(self, wm: WorldModel, post: dict[str, torch.Tensor], data: dict[str, torch.Tensor], contdisc: bool):
@@ -155,19 +156,19 @@ class ActorCritic(nn.Module):
         value_dist = self.critic(feat.detach())
         value = value_dist.mean().detach()  # (N, H+1)
         slow_value = self.slow_critic(feat.detach()).mean().detach()
-        base = slow_value if self.cfg.critic.slow_target else value  # baseline and bootstrap values
+        baseline = slow_value if self.cfg.critic.slow_target else value  # v(s_t) in the advantage
         if self.backprop:  # the bootstrap, differentiable through the imagined features
-            boot = (self.slow_critic if self.cfg.critic.slow_target else self.critic)(feat).mean()
+            bootstrap = (self.slow_critic if self.cfg.critic.slow_target else self.critic)(feat).mean()
         else:
-            boot = base
-        ret = ops.lambda_return(reward, disc * cont, torch.full_like(cont, self.cfg.lam), boot)  # (N, H)
+            bootstrap = baseline  # the same values bootstrap the λ-returns
+        ret = ops.lambda_return(reward, disc * cont, self.cfg.lam, bootstrap)  # (N, H)
         if self.cfg.retnorm.kind == "percentile":
             if self.training:
                 self.retnorm.update(ret)
             _, scale = self.retnorm.stats()
         else:
             scale = torch.ones((), device=ret.device)
-        adv = (ret - base[:, :-1]) / scale  # (N, H)
+        adv = (ret - baseline[:, :-1]) / scale  # (N, H)
 
         policy = self.actor.dist(policy_raw)
         entropy = policy.entropy()[:, :-1]
@@ -186,23 +187,23 @@ class ActorCritic(nn.Module):
             "imag/entropy": entropy.mean(), "imag/return_scale": scale,
         }
         if self.cfg.repval:
-            boot = ret[:, 0].reshape(B, K)  # imagined return from each posterior state
-            losses["repval"] = self.replay_value_loss(post, data, boot, wm)
+            bootstrap = ret[:, 0].reshape(B, K)  # imagined return from each posterior state
+            losses["repval"] = self.replay_value_loss(post, data, bootstrap, wm)
         return losses, {k: v.detach() for k, v in metrics.items()}
 
-    def replay_value_loss(self, post, data, boot, wm: WorldModel) -> torch.Tensor:
+    def replay_value_loss(self, post, data, bootstrap, wm: WorldModel) -> torch.Tensor:
         """Critic loss towards λ-returns of the replayed sequence, bootstrapped from imagined returns.
 
-        R_t = r_{t+1} + γ(1 − term_{t+1})((1 − λ')·boot_{t+1} + λ'·R_{t+1}) with λ' = λ(1 − last_{t+1}).
+        R_t = r_{t+1} + γ(1 − term_{t+1})((1 − λ')·bootstrap_{t+1} + λ'·R_{t+1}) with λ' = λ(1 − last_{t+1}).
         Returns (B, T − 1), masked where the step is the last of an episode.
         """
         feat = wm.features(post)  # (B, T, F), gradients reach the world model
-        feat = feat.to(ops.compute_dtype(feat))
+        feat = feat.to(compute_dtype(feat))
         value_dist = self.critic(feat)
         slow_value = self.slow_critic(feat).mean().detach()
-        live = (1.0 - data["is_terminal"].float()) * self.discount
-        cont = (1.0 - data["is_last"].float()) * self.cfg.lam
-        ret = ops.lambda_return(data["reward"].float(), live, cont, boot.detach())  # (B, T-1)
+        discount = (1.0 - data["is_terminal"].float()) * self.discount
+        lam = (1.0 - data["is_last"].float()) * self.cfg.lam
+        ret = ops.lambda_return(data["reward"].float(), discount, lam, bootstrap.detach())  # (B, T-1)
         weight = 1.0 - data["is_last"].float()
         return weight[:, :-1] * self.critic_loss(value_dist, ret, slow_value)
 

@@ -22,8 +22,9 @@ from torch import nn
 from reverie.agents import MODES, register
 from reverie.agents.dreamer.actor_critic import ActorCritic
 from reverie.agents.dreamer.world_model import WorldModel
+from reverie import kernels
 from reverie.config import Config
-from reverie.nn import maths as ops
+from reverie.kernels.precision import float32_for_few_rows
 from reverie.nn.optim import Adam, LaProp, global_norm
 
 LOSS_GROUPS = {"model": ("rec", "rew", "con", "dyn", "rep", "repval"), "actor": ("policy",),
@@ -70,47 +71,44 @@ class DreamerAgent(nn.Module):
         scales = cfg.loss_scales
         self.scales = {k: getattr(scales, k) for k in ("rec", "rew", "con", "dyn", "rep", "policy", "value", "repval")}
         if cfg.run.compile:
-            self.compile_hot_paths()
+            self.compile()
 
-    def compile_hot_paths(self) -> None:
-        """torch.compile the functions an update calls once per time step — the posterior step
-        (64× per batch), the prior step with its features and the policy head (16× per
-        imagination) — the CNN encoder and decoder, the reward, continue and critic heads (run
-        over every imagined state) and the two-hot and image losses, so elementwise chains (norms,
-        activations, gates, losses, bf16 casts) fuse into few kernels. Each compiles once per input
-        shape (first update and first `act`); random ops keep torch's eager generator, so a compiled
+    def compiled_modules(self) -> list[nn.Module]:
+        """What `run.compile` compiles: the forward of each of these modules through torch.compile
+        (`nn.Module.compile`), so elementwise chains (norms, activations, gates, bf16 casts) fuse
+        into few kernels — the CNN encoder and decoder (memory-bound norms on (N, H, W, C) maps),
+        the RSSM's core, prior and posterior nets (run once per time step), and the MLPs of the
+        reward, continue and critic heads and of the actor (run over every imagined state). The
+        posterior loop kernel compiles its own step (`kernels.posterior_loop`). Each compiles once
+        per input shape; random ops keep torch's eager generator (`fallback_random`), so a compiled
         update draws the same samples as an eager one."""
+        wm = self.wm
+        modules = [wm.rssm.core_net, wm.rssm.prior_net, wm.rssm.post_net, wm.reward.mlp, wm.cont.mlp]
+        modules += [net for net in (getattr(wm.encoder, "cnn", None), getattr(wm.decoder, "cnn", None)) if net is not None]
+        if self.ac is not None:
+            modules += [self.ac.actor.mlp, self.ac.critic.mlp, self.ac.slow_critic.mlp]
+        return modules
+
+    def compile(self) -> None:
         import torch._inductor.config as inductor_config
 
         inductor_config.fallback_random = True
-        rssm = self.wm.rssm
-        for net in (getattr(self.wm.encoder, "cnn", None), getattr(self.wm.decoder, "cnn", None)):
-            if net is not None:  # memory-bound norms and activations on (N, H, W, C) maps: fused
-                net.forward = torch.compile(net.forward, dynamic=False)
-        if self.wm.decoder.cnn_keys:  # casts, error and its gradient over the images: one pass each
-            self.wm.decoder.image_loss = torch.compile(ops.image_squared_error, dynamic=False)
-        rssm.posterior_step = torch.compile(rssm.posterior_step, dynamic=False)
-        rssm.observe_step = torch.compile(rssm.observe_step, dynamic=False)
-        rssm.imagine_step = torch.compile(rssm.imagine_step, dynamic=False)
-        self.wm.imagine_step = torch.compile(self.wm.imagine_step, dynamic=False)  # with the features
-        heads = [self.wm.reward, self.wm.cont]
-        if self.ac is not None:
-            self.ac.actor.raw = torch.compile(self.ac.actor.raw, dynamic=False)
-            heads += [self.ac.critic, self.ac.slow_critic]
-        twohot_mean = torch.compile(ops.twohot_logits_mean, dynamic=False)
-        twohot_loss = torch.compile(ops.twohot_cross_entropy, dynamic=False)  # softmax, gather, casts fused
-        for head in heads:
-            head.raw = torch.compile(head.raw, dynamic=False)
-            head.twohot_mean, head.twohot_loss = twohot_mean, twohot_loss
+        for module in self.compiled_modules():
+            module.compile(dynamic=False)
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:
         return self.wm.initial(batch_size, self.device)
 
-    def _autocast(self):
-        if self.cfg.run.precision == "bfloat16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _compute_scope(self):
+        """The precision (`run.precision`) and the speed techniques (`kernels`) of every call."""
+        with kernels.use(self.cfg.kernels, compile=self.cfg.run.compile):
+            if self.cfg.run.precision == "bfloat16":
+                with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                    yield
+            else:
+                yield
 
     def to_tensors(self, data: dict) -> dict[str, torch.Tensor]:
         """numpy (or tensors) → tensors on the agent's device; uint8 images stay uint8."""
@@ -131,9 +129,9 @@ class DreamerAgent(nn.Module):
             raise ValueError(f"unknown act mode '{mode}'; use train, eval or random")
         data = self.to_tensors({k: obs[k] for k in self.wm.encoder.mlp_keys + self.wm.encoder.cnn_keys})
         is_first = torch.as_tensor(obs["is_first"], device=self.device).bool()
-        with self._autocast():
+        with self._compute_scope():
             tokens = self.wm.encoder(data)
-            few_rows = ops.float32_for_few_rows(len(is_first), self.device)  # see ops: small steps skip bf16
+            few_rows = float32_for_few_rows(len(is_first), self.device)  # kernel: small steps skip bf16
             with few_rows:
                 rssm_state, _ = self.wm.rssm.observe_step(
                     {"deter": state["deter"], "stoch": state["stoch"]}, state["action"], tokens.float(), is_first)
@@ -159,7 +157,7 @@ class DreamerAgent(nn.Module):
     def compute_losses(self, data: dict[str, torch.Tensor]):
         """All losses of one update: ({name: per-sample loss}, metrics)."""
         B = data["is_first"].shape[0]
-        with self._autocast():
+        with self._compute_scope():
             losses, post, metrics = self.wm.loss(data, self.wm.initial(B, self.device))
             if self.ac is not None:
                 ac_losses, ac_metrics = self.ac.loss(self.wm, post, data, self.cfg.model.contdisc)

@@ -24,6 +24,7 @@ from torch import nn
 from reverie.agents.dreamer.rssm import RSSM
 from reverie.config import Config, DecoderConfig, EncoderConfig
 from reverie.errors import ConfigError
+from reverie.kernels.precision import compute_dtype
 from reverie.nn import maths as ops
 from reverie.nn.conv import ConvDecoder, ConvEncoder
 from reverie.nn.distributions import Bernoulli, ImageMSE, SymlogMSE, TwoHot
@@ -95,7 +96,6 @@ class MultiDecoder(nn.Module):
             self.cnn = ConvDecoder(deter, stoch, (h, w, channels), cfg.depth, cfg.mults, cfg.kernel,
                                    cfg.units, cfg.block_space, norm, act, cfg.resize,
                                    output="sigmoid" if cfg.dist == "mse" else "offset")
-            self.image_loss = ops.image_squared_error  # replaced by a compiled one under run.compile
 
     def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> dict:
         """deter (N, D), stoch (N, S·K) → {key: distribution over (N, *shape)}."""
@@ -110,7 +110,7 @@ class MultiDecoder(nn.Module):
             images = self.cnn(deter, stoch)  # (N, H, W, C_total)
             sizes = [self.shapes[k][-1] for k in self.cnn_keys]
             for key, part in zip(self.cnn_keys, images.split(sizes, -1)):
-                dists[key] = ImageMSE(part, self.scale, self.image_loss)
+                dists[key] = ImageMSE(part, self.scale)
         return dists
 
 
@@ -129,23 +129,17 @@ class ScalarHead(nn.Module):
         if twohot:
             grid = torch.linspace(-20.0, 20.0, bins) if kind == "twohot_symlog" else ops.symexp_bins(bins)
             self.register_buffer("bins", grid, persistent=False)
-        self.twohot_mean = ops.twohot_logits_mean  # these two are replaced by compiled ones under run.compile
-        self.twohot_loss = ops.twohot_cross_entropy
 
     def forward(self, feat: torch.Tensor):
-        return self.dist(self.raw(feat))
-
-    def raw(self, feat: torch.Tensor) -> torch.Tensor:
-        """The output layer's values (…, bins) or (…, 1)."""
-        return self.out(self.mlp(feat))
+        """(…, F) → the distribution of the scalar, from the output layer's (…, bins) or (…, 1)."""
+        return self.dist(self.out(self.mlp(feat)))
 
     def dist(self, x: torch.Tensor):
         if self.kind == "binary":
             return Bernoulli(x.squeeze(-1))
         if self.kind == "mse":
             return SymlogMSE(x.squeeze(-1), event_dims=0, squash=False, scale=0.5)
-        return TwoHot(x, self.bins, symlog=self.kind == "twohot_symlog", mean_fn=self.twohot_mean,
-                      loss_fn=self.twohot_loss)
+        return TwoHot(x, self.bins, symlog=self.kind == "twohot_symlog")
 
 
 class WorldModel(nn.Module):
@@ -170,12 +164,6 @@ class WorldModel(nn.Module):
         """Concatenate h and the flattened z: (..., D + S·K)."""
         return torch.cat([state["deter"], state["stoch"].flatten(-2)], -1)
 
-    def imagine_step(self, state: dict[str, torch.Tensor], action: torch.Tensor, dtype: torch.dtype):
-        """A prior step (`RSSM.imagine_step`) and the new state's features in `dtype`, (N, F): one
-        compiled function under run.compile, so the features are written once, already cast."""
-        state = self.rssm.imagine_step(state, action)
-        return state, self.features(state).to(dtype)
-
     def initial(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:
         state = self.rssm.initial(batch_size, device)
         state["action"] = torch.zeros(batch_size, self.action_dim, device=device)
@@ -194,12 +182,12 @@ class WorldModel(nn.Module):
         prev_actions = torch.cat([state["action"].unsqueeze(1), data["action"][:, :-1]], 1)  # (B, T, A)
         rssm_state = {"deter": state["deter"], "stoch": state["stoch"]}
         _, post = self.rssm.observe(rssm_state, prev_actions, tokens, data["is_first"])
-        prior_stats = self.rssm.prior_stats(post["deter"])
-        dyn, rep, metrics = self.rssm.kl_losses(post["stats"], prior_stats)
+        prior = self.rssm.prior(post["deter"])  # the prior's params at every posterior state
+        dyn, rep, metrics = self.rssm.kl_losses(post["params"], prior)
         losses = {"dyn": dyn, "rep": rep}
 
         feat = self.features(post)  # (B, T, F)
-        feat = feat.to(ops.compute_dtype(feat))  # read by two heads: cast once under autocast
+        feat = feat.to(compute_dtype(feat))  # read by two heads: cast once under autocast
         recon = self.decoder(post["deter"].flatten(0, 1), post["stoch"].flatten(0, 1).flatten(-2))
         rec = sum(dist.loss(data[key].flatten(0, 1)) for key, dist in recon.items())
         losses["rec"] = rec.unflatten(0, (B, T))
