@@ -1,12 +1,19 @@
 """Config composition and the errors a user gets for bad keys, values, presets and envs."""
 
+import copy
+import itertools
+import warnings
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reverie import cli
 from reverie import config as C
-from reverie.errors import ConfigError
+from reverie.config import preset_files
+from reverie.errors import ConfigError, ReverieWarning
+
+AGENTS = ["dreamerv3", "dreamerv3_2023", "dreamerv2", "dreamerv1", "planet"]
 
 
 def test_presets_compose_in_order_then_overrides():
@@ -20,6 +27,113 @@ def test_presets_compose_in_order_then_overrides():
 def test_default_presets_fill_the_kinds_not_named():
     assert C.compose_presets([]) == ["dreamerv3", "classic"]
     assert C.compose_presets(["size12m"]) == ["dreamerv3", "classic", "size12m"]
+
+
+def test_the_dreamerv3_preset_sets_no_value_its_values_are_the_schema_defaults():
+    assert set(C.read_preset("dreamerv3")) <= {"_kind", "_reset"}
+    assert C.make_config(["dreamerv3"]) == C.Config()
+
+
+def test_dreamerv3_named_after_the_suite_takes_back_the_suites_tuning_but_not_its_schedule():
+    suite, named = C.make_config(C.compose_presets([])), C.make_config(C.compose_presets(["dreamerv3"]))
+    assert (suite.optim.lr, suite.optim.warmup, suite.batch_length) == (3e-4, 100, 32)
+    assert (named.optim.lr, named.optim.warmup, named.batch_length) == (4e-5, 1000, 64)
+    assert named.run.train_ratio == suite.run.train_ratio == 64
+
+
+@pytest.mark.parametrize("first, second", list(itertools.permutations(AGENTS, 2)))
+def test_agent_presets_replace_one_another_in_any_order(first, second):
+    for before, after in (([], []), ([], ["size12m"]), (["size12m"], [])):
+        alone = C.make_config(C.compose_presets([*before, second, *after]))
+        assert C.make_config(C.compose_presets([*before, first, second, *after])) == alone
+
+
+def test_an_agent_preset_keeps_what_a_suite_named_after_the_earlier_agent_set():
+    cfg = C.make_config(["dreamerv1", "dmc_proprio", "dreamerv3"])
+    assert cfg == C.make_config(["dmc_proprio", "dreamerv3"])
+    assert cfg.run.train_ratio == 1024 and cfg.run.train_every == 1 and cfg.model.rssm.latent == "categorical"
+
+
+def test_the_suites_include_size1m_instead_of_repeating_it():
+    for suite in ("classic", "dmc_proprio"):
+        assert C.read_preset(suite)["_include"] == ["size1m"]
+        cfg = C.make_config([suite])
+        assert (cfg.model.rssm.deter, cfg.model.rssm.hidden, cfg.model.rssm.classes) == (512, 64, 4)
+        assert {cfg.model.encoder.depth, cfg.model.decoder.depth} == {4} and cfg.behavior.critic.units == 64
+
+
+def test_no_preset_sets_a_key_to_the_value_its_includes_give_it():
+    for name in C.available_presets():
+        raw = C.read_preset(name)
+        included, set_by_includes = C.Config(), set()
+        for other in raw.get("_include", []):
+            C.update(included, {k: v for k, v in C.load_preset(other).items() if k != "_kind"}, touched=set_by_includes)
+        for key, value in C.flatten({k: v for k, v in raw.items() if k not in preset_files.PRESET_KEYS}).items():
+            paths: set[str] = set()
+            after = C.update(copy.deepcopy(included), {key: value}, touched=paths)
+            repeated = [p for p in sorted(paths & set_by_includes) if C.get(after, p) == C.get(included, p)]
+            assert not repeated, f"preset '{name}' sets {key} to what its _include gives {repeated}"
+
+
+def test_no_preset_repeats_every_key_of_another_instead_of_including_it():
+    resolved = {name: C.load_preset(name) for name in C.available_presets()}
+    for name in resolved:
+        own = C.flatten({k: v for k, v in C.read_preset(name).items() if k not in preset_files.PRESET_KEYS})
+        for other, theirs in resolved.items():
+            keys = {k: v for k, v in theirs.items() if k != "_kind"}
+            if other != name and len(keys) > 1:
+                assert not keys.items() <= own.items(), f"preset '{name}' repeats '{other}': add _include: [{other}]"
+
+
+def test_a_suite_does_not_warn_about_the_size_preset_it_includes():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for names in (["classic"], ["dmc_proprio"], ["size1m"], ["size12m"], ["classic", "size12m"]):
+            C.make_config(C.compose_presets(names))
+    assert C.make_config(C.compose_presets(["size12m"])).model.rssm.deter == 2048
+    with pytest.warns(ReverieWarning, match=r"suite preset 'classic' overrides 11 keys of the size preset 'size12m'"):
+        assert C.make_config(["size12m", "classic"]).model.rssm.deter == 512
+
+
+@pytest.fixture
+def preset_dir(tmp_path, monkeypatch):
+    """An empty preset folder in place of reverie/config/presets/; write presets with `write`."""
+    monkeypatch.setattr(preset_files, "PRESET_DIR", tmp_path)
+    return tmp_path
+
+
+def write(folder, **presets):
+    for name, text in presets.items():
+        (folder / f"{name}.yaml").write_text(text)
+
+
+def test_an_included_preset_comes_first_and_the_including_presets_keys_win(preset_dir):
+    write(preset_dir, base='_kind: size\n"*.units": 48\nmodel.rssm: {deter: 96, hidden: 24}\nmodel.encoder.depth: 8\n',
+          top='_kind: suite\n_include: [base]\nmodel.rssm.deter: 128\n"*.depth": 16\nmodel.encoder.units: 32\n',
+          reset='_include: base\n_reset: ["*.units", model.rssm.hidden]\n')
+    cfg = C.make_config(["top"])
+    assert (cfg.model.rssm.deter, cfg.model.rssm.hidden) == (128, 24)  # its own key wins; the rest is included
+    assert cfg.model.encoder.units == 32 and cfg.behavior.actor.units == 48
+    assert cfg.model.encoder.depth == cfg.model.decoder.depth == 16  # its wildcard comes after the include's key
+    assert C.load_preset("top")["_kind"] == "suite"
+    cfg = C.make_config(["reset"])  # `_reset` after the includes: back to the schema defaults
+    assert (cfg.model.rssm.deter, cfg.model.rssm.hidden, cfg.behavior.actor.units, cfg.model.reward.units) == (96, 64, 64, 64)
+
+
+@pytest.mark.parametrize("files, pattern", [
+    ({"a": "_include: [nope]\n"}, r"preset 'a' includes unknown preset 'nope'; choose from: a$"),
+    ({"a": "_include: [b]\n", "b": "_include: [a]\n"}, r"preset 'a' includes itself \(a → b → a\); remove one"),
+    ({"a": "_include: [a]\n"}, r"preset 'a' includes itself \(a → a\)"),
+    ({"a": "_include: {b: 1}\n"}, r"preset 'a': _include must be a list of names, e.g. _include: \[size1m\]"),
+    ({"a": "_reset: [model.rssm.detr]\n"}, r"unknown config key 'model.rssm.detr' in the _reset of preset 'a'"),
+    ({"a": "_kind: model\n"}, r"preset 'a' has _kind 'model'; use one of agent, size, suite"),
+    ({"a": "_inculde: [b]\n", "b": ""}, r"unknown config key '_inculde' in preset 'a'"),
+    ({"a": "- 1\n"}, r"preset 'a' .* is not a mapping of config keys"),
+])
+def test_preset_errors_are_one_line_and_name_the_preset(preset_dir, files, pattern):
+    write(preset_dir, **files)
+    with pytest.raises(ConfigError, match=pattern):
+        C.make_config(["a"])
 
 
 @pytest.mark.parametrize("name, deter, hidden, classes, units", [

@@ -1,13 +1,31 @@
 """Typed configuration: dataclasses, named presets composed in order, then `key=value` overrides.
 
-A config is a tree of dataclasses (`config_schema.py`). Presets are YAML files in `reverie/presets/` whose keys are
-dotted paths (`model.rssm.deter: 512`); a key may hold `*` wildcards (`"*.units": 64`) to set every
-matching field, as the size presets do. Overrides on the command line use the same paths.
-Unknown keys and values of the wrong type raise `ConfigError` naming the key.
+A config is a tree of dataclasses (`schema.py`) whose defaults are the current DreamerV3's values:
+the one place a default is written. Presets are YAML files in `reverie/config/presets/` whose keys
+are dotted paths (`model.rssm.deter: 512`); a key may hold `*` wildcards (`"*.units": 64`) to set
+every matching field, as the size presets do. Overrides on the command line use the same paths.
+Unknown keys and values of the wrong type raise `ConfigError` naming the key. Dotted paths
+are in `keys.py`; reading preset files and resolving their `_include` and `_reset`, in `preset_files.py`.
+
+Besides config keys a preset may hold:
+
+- `_kind`: agent | size | suite. `compose_presets` puts the default preset of each kind the user
+  did not name (agent `dreamerv3`, the env's suite) before the user's presets.
+- `_include: [name, ...]`: presets applied first, as part of this one: their keys count as this
+  preset's (their `_kind` is ignored) and its own keys win (`classic` includes `size1m`).
+- `_reset: [key, ...]`: keys (wildcards allowed) set to their schema defaults, computed from the
+  dataclasses. `dreamerv3` sets no value; its `_reset` names the keys it takes back from a
+  suite or size preset named before it (LaProp lr and warm-up, batch shape, ...).
+
+Agent presets replace one another: applying one first undoes the agent presets applied before it
+(every key they set returns to its value before them, unless a suite or size preset has set it
+since), so `dreamerv2` then `dreamerv3` gives exactly what `dreamerv3` alone gives, in any order.
+A suite preset that sets keys of a size preset named before it warns (`_warn_size_overridden`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import fnmatch
@@ -19,10 +37,19 @@ from typing import Any
 
 import yaml
 
+from reverie.config.keys import flatten, get, leaf_paths, set_path
+from reverie.config.preset_files import (  # noqa: F401 - re-exported
+    DEFAULT_PRESETS,
+    PRESET_DIR,
+    available_presets,
+    compose_presets,
+    load_preset,
+    read_preset,
+)
 from reverie.config.schema import (  # noqa: F401 - re-exported: `from reverie.config import RSSMConfig`
+    ActorConfig,
     AdamGroupConfig,
     AgentConfig,
-    ActorConfig,
     BehaviorConfig,
     Config,
     CriticConfig,
@@ -42,39 +69,8 @@ from reverie.config.schema import (  # noqa: F401 - re-exported: `from reverie.c
 )
 from reverie.errors import ConfigError, plural, warn
 
-PRESET_DIR = Path(__file__).parent / "presets"
-
-
 # --------------------------------------------------------------------------------------------
-# Paths, values and types
-
-
-def leaf_paths(cfg: Any, prefix: str = "") -> dict[str, type]:
-    """Every dotted leaf path of a config tree with its declared type."""
-    hints = typing.get_type_hints(type(cfg))
-    paths: dict[str, type] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        path = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            paths.update(leaf_paths(value, path + "."))
-        else:
-            paths[path] = hints[f.name]
-    return paths
-
-
-def get(cfg: Any, path: str) -> Any:
-    for part in path.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def _set(cfg: Any, path: str, value: Any) -> None:
-    *parents, name = path.split(".")
-    for part in parents:
-        cfg = getattr(cfg, part)
-    setattr(cfg, name, value)
-
+# Values and types
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -153,56 +149,17 @@ def update(cfg: Config, values: dict[str, Any], source: str = "override", touche
     """Set dotted (possibly wildcard) keys in place; raise `ConfigError` for unknown keys. The
     leaf paths set are added to `touched` when it is given."""
     paths = leaf_paths(cfg)
-    for key, value in _flatten(values).items():
+    for key, value in flatten(values).items():
         matches = [p for p in paths if fnmatch.fnmatchcase(p, key)] if "*" in key else [key]
         if not matches or ("*" not in key and key not in paths):
             hint = difflib.get_close_matches(key, list(paths), n=1)
             fix = f"did you mean '{hint[0]}'?" if hint else "`reverie config` prints every key"
             raise ConfigError(f"unknown config key '{key}' in {source}; {fix}")
         for path in matches:
-            _set(cfg, path, coerce(path, paths[path], value))
+            set_path(cfg, path, coerce(path, paths[path], value))
         if touched is not None:
             touched.update(matches)
     return cfg
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        key = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, key + "."))
-        else:
-            flat[key] = value
-    return flat
-
-
-def available_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
-DEFAULT_PRESETS = {"agent": "dreamerv3", "suite": "classic"}
-
-
-def load_preset(name: str) -> dict[str, Any]:
-    """The preset's values, with its `_kind` (agent | size | suite) under the key `_kind`."""
-    path = PRESET_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(
-            f"unknown preset '{name}'; choose from: {', '.join(available_presets())}"
-        )
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def compose_presets(names: list[str], suite: str | None = None) -> list[str]:
-    """Default presets for the kinds the user did not name, followed by the user's in order.
-
-    `suite` replaces the default suite preset (`classic`); the env registry picks it from the env id
-    (e.g. `dmc_proprio` for `dmc:walker_walk`, see `reverie.envs.default_suite_preset`).
-    """
-    kinds = {load_preset(n).get("_kind") for n in names}
-    defaults = {**DEFAULT_PRESETS, **({"suite": suite} if suite else {})}
-    return [p for kind, p in defaults.items() if kind not in kinds] + list(names)
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -229,11 +186,17 @@ def make_config(
     """
     cfg = base or Config()
     size_keys: dict[str, str] = {}  # leaf path -> the size preset that set it
+    agent_keys: dict[str, Any] = {}  # leaf path the agent preset set -> its value before it
     for name in presets:
         values = load_preset(name)
         kind = values.pop("_kind", None)
+        if kind == "agent":
+            agent_keys = _replace_agent(cfg, values, f"preset '{name}'", agent_keys)
+            continue
         touched: set[str] = set()
         update(cfg, values, source=f"preset '{name}'", touched=touched)
+        for path in touched:  # the key is this preset's now: a later agent preset keeps it
+            agent_keys.pop(path, None)
         if kind == "size":
             size_keys.update(dict.fromkeys(touched, name))
         elif kind == "suite":
@@ -244,6 +207,17 @@ def make_config(
         update(cfg, overrides, source=source)
     validate(cfg)
     return cfg
+
+
+def _replace_agent(cfg: Config, values: dict[str, Any], source: str, earlier: dict[str, Any]) -> dict[str, Any]:
+    """Undo the agent presets applied before (`earlier`: each key they set, with its value
+    before them), then apply this one's `values`; returns the same map for it."""
+    for path, value in earlier.items():
+        set_path(cfg, path, value)
+    before = copy.deepcopy(cfg)
+    touched: set[str] = set()
+    update(cfg, values, source=source, touched=touched)
+    return {path: get(before, path) for path in touched}
 
 
 def _warn_size_overridden(suite: str, overridden: dict[str, str]) -> None:
@@ -336,7 +310,7 @@ RETIRED_KEYS = {
 
 def load(path: str | Path) -> Config:
     """A run's saved config.yaml; keys in RETIRED_KEYS are dropped, any other unknown key is an error."""
-    values = _flatten(yaml.safe_load(Path(path).read_text()) or {})
+    values = flatten(yaml.safe_load(Path(path).read_text()) or {})
     for key in RETIRED_KEYS:
         values.pop(key, None)
     return make_config(overrides=values, source=str(path))
