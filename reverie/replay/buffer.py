@@ -115,11 +115,14 @@ class Replay:
         """One line for the console, e.g. 'replay: capacity 1,000 steps × 20 B/step = 19.53 KiB (RAM)'."""
         if not self._data:
             return f"replay: capacity {self.capacity:,} steps (allocated on the first step)"
-        total = self.bytes_per_step * self.capacity
-        return (
-            f"replay: capacity {self.capacity:,} steps × {self.bytes_per_step:,} B/step "
-            f"= {_format_bytes(total)} (RAM)"
-        )
+        return self.describe_spec(self.step_spec, self.capacity)
+
+    @classmethod
+    def describe_spec(cls, step_spec: StepSpec, capacity: int) -> str:
+        """`describe`'s line for steps of a {key: (shape, dtype)} spec, before any is stored."""
+        per_step = cls.estimate_bytes(step_spec, 1)
+        return (f"replay: capacity {capacity:,} steps × {per_step:,} B/step "
+                f"= {_format_bytes(per_step * capacity)} (RAM)")
 
     def __len__(self) -> int:
         """Steps currently stored, over all envs."""

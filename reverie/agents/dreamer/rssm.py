@@ -148,13 +148,14 @@ class RSSM(nn.Module):
 
     def reset(self, state, prev_action, is_first):
         """Where an episode starts (is_first (N,)): the initial state and a zero previous action."""
-        keep = (~is_first).float().unsqueeze(-1)  # (N, 1): 0 where an episode starts, else 1
-        deter, stoch = state["deter"] * keep, state["stoch"] * keep.unsqueeze(-1)
+        starts = is_first.float().unsqueeze(-1)  # (N, 1): 1 where an episode starts
+        carried = 1.0 - starts  # 1 where the state carries over from the previous step
+        deter, stoch = state["deter"] * carried, state["stoch"] * carried.unsqueeze(-1)
         if self.cfg.initial == "learned":
             initial = self.initial(deter.shape[0])
-            deter = deter + (1 - keep) * initial["deter"]
-            stoch = stoch + (1 - keep).unsqueeze(-1) * initial["stoch"]
-        return {"deter": deter, "stoch": stoch}, prev_action * keep
+            deter = deter + starts * initial["deter"]
+            stoch = stoch + starts.unsqueeze(-1) * initial["stoch"]
+        return {"deter": deter, "stoch": stoch}, prev_action * carried
 
     # ---------------------------------------------------------------------------------------
     def observe_step(self, state, prev_action, token, is_first, sample: bool = True):
