@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                       # everything (about an hour on 2 cores)
     python benchmarks/throughput.py --presets size1m --obs vector --no-peer --no-e2e
     python benchmarks/throughput.py --only-peer --peer-rounds 5
+    python benchmarks/throughput.py --against ../reverie-before --presets xs size1m --obs vector
 
 Every number comes from a fresh process (`benchmarks/throughput_worker.py`, or SheepRL's own
 timer in its own venv), so no run inherits another's caches, threads or allocator state:
@@ -20,6 +21,9 @@ timer in its own venv), so no run inherits another's caches, threads or allocato
 - the peer comparison at SheepRL's `dreamer_v3_XS` dimensions: ours and SheepRL's update timed
   alternately (A B A B …), `--peer-rounds` rounds; ratio = SheepRL's seconds per update ÷ ours, per
   round, reported as the median with its range.
+
+With `--against DIR`, only our update time against the checkout in DIR, alternately
+(`throughput_compare.py`), written as `throughput_against.json/.md`.
 
 Writes `throughput.json` (a list of rows) and `throughput.md` to `--out`.
 """
@@ -51,10 +55,10 @@ PEER_TIMER = HERE / "peers" / "sheeprl_update_timer.py"
 RETAIN_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**64 - 1)}
 
 
-def run_json(cmd: list[str], threads: int, extra_env: dict | None = None) -> dict:
+def run_json(cmd: list[str], threads: int, extra_env: dict | None = None, cwd: Path = ROOT) -> dict:
     """Run a measurement process with `threads` OpenMP threads; return its last JSON line."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(extra_env or {})}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         raise RuntimeError(f"measurement failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
@@ -231,11 +235,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def git_commit() -> str:
+def git_commit(root: Path = ROOT) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=root)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=ROOT).stdout.strip()
+                               text=True, cwd=root).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except OSError:
         return "unknown"
@@ -268,7 +272,12 @@ def main(argv=None) -> None:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for our runs, key=value")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--name", default=None, help="file stem of the results (default throughput[_<device>])")
+    parser.add_argument("--against", default=None, metavar="DIR",
+                        help="time our updates against the checkout in DIR, alternately (throughput_compare.py)")
+    parser.add_argument("--rounds", type=int, default=3, help="--against: rounds per row")
     args = parser.parse_args(argv)
+    if args.against:
+        return against(args, argv)
 
     peak = run_json([sys.executable, str(WORKER), "peak", "--device", args.device, "--threads", str(args.threads)],
                     args.threads)
@@ -290,6 +299,24 @@ def main(argv=None) -> None:
     (out / f"{stem}.json").write_text(json.dumps([{**row, **context} for row in rows], indent=1))
     (out / f"{stem}.md").write_text(markdown(rows, meta))
     print(markdown(rows, meta))
+
+
+def against(args, argv) -> None:
+    from throughput_compare import compare_markdown, compare_rows
+    import torch
+
+    rows = compare_rows(args, run_json, variant_overrides)
+    meta = {"git": git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.platform()}, {platform.processor() or 'x86_64'}, {os.cpu_count()} CPUs",
+            "torch": torch.__version__, "threads": args.threads, "device": args.device,
+            "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    base = git_commit(Path(args.against))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = args.name or "throughput_against"
+    (out / f"{stem}.json").write_text(json.dumps({"meta": {**meta, "base": base}, "rows": rows}, indent=1))
+    (out / f"{stem}.md").write_text(compare_markdown(rows, meta, base))
+    print(compare_markdown(rows, meta, base))
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ class ReturnNormConfig:
 
 @dataclass
 class PlannerConfig:
-    """CEM planning (PlaNet): reverie/planning/cem.py."""
+    """CEM planning (PlaNet): reverie/planners/cem.py."""
 
     horizon: int = 12
     candidates: int = 1000

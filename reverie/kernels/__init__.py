@@ -17,8 +17,8 @@ path's values and gradients (tests/test_kernels.py):
 
 Switches are scoped: `with kernels.use(cfg.kernels): ...` (an agent enters it around `act`,
 `train_step` and `report`); outside any `use`, every switch is off and the reference path runs.
-`use(..., compile=True)` (`run.compile`) also tells the kernels that run their own loops to run
-their compiled steps.
+`use(..., compile=True)` (`run.compile`) runs the functions marked `@compiled` through
+torch.compile (`compile.py`).
 """
 
 from __future__ import annotations

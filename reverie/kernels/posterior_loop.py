@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reverie import kernels
+from reverie.kernels.compile import compiled
 from reverie.kernels.precision import compute_dtype, float32_for_few_rows
 from reverie.kernels.weight_tape import SequenceTape, StepTape, run_layer, tape_layers
 
@@ -76,6 +77,7 @@ def posterior(rssm: nn.Module, deter, token_part, tape: StepTape) -> torch.Tenso
     return x.unflatten(-1, rssm.params_shape)
 
 
+@compiled
 def step(rssm: nn.Module, state, prev_action, token_part, is_first, probe, layout):
     """`RSSM.observe_step` on the tape: the new state, the posterior's params and the taped
     layers' inputs (N, ΣI) for the weight gradients."""
@@ -86,21 +88,9 @@ def step(rssm: nn.Module, state, prev_action, token_part, is_first, probe, layou
     return {"deter": deter, "stoch": rssm.latent(params)}, params, tape.recorded()
 
 
-_compiled_step = None
-
-
-def compiled_step():
-    """`step` through torch.compile (made once per process; each RSSM compiles its own graph)."""
-    global _compiled_step
-    if _compiled_step is None:
-        _compiled_step = torch.compile(step, dynamic=False)
-    return _compiled_step
-
-
 def observe(rssm: nn.Module, state, prev_actions, tokens, is_first):
     """`RSSM.observe`: prev_actions (B, T, A), tokens (B, T, E), is_first (B, T) → the last state
     and {"deter": (B, T, D), "stoch": (B, T, S, K), "params": (B, T, S, ·)}."""
-    step_fn = compiled_step() if kernels.compiling() else step
     B, T = is_first.shape
     name, first = first_layer(rssm)
     token_part = F.linear(tokens, first.weight[:, rssm.cfg.deter:]).unbind(1)  # T × (B, P), one matmul
@@ -110,8 +100,8 @@ def observe(rssm: nn.Module, state, prev_actions, tokens, is_first):
         layers = step_layers(rssm)
         with SequenceTape(layers, T, B, compute_dtype(prev_actions.float()), matmul_dtype) as tape:
             for t in range(T):
-                state, param, inputs = step_fn(rssm, state, prev_actions[:, t], token_part[t], is_first[:, t],
-                                               tape.probe(t), tape.layout)
+                state, param, inputs = step(rssm, state, prev_actions[:, t], token_part[t], is_first[:, t],
+                                           tape.probe(t), tape.layout)
                 tape.record(inputs)
                 deters.append(state["deter"])
                 stochs.append(state["stoch"])

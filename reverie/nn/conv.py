@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from reverie.errors import ConfigError
+from reverie.kernels.compile import compiled
 from reverie.nn.layers import BlockLinear, Dense, Linear, Norm, get_act, trunc_normal_fan_in_
 
 
@@ -79,6 +80,7 @@ class ConvEncoder(nn.Module):
         # lets oneDNN skip reorders: 1.6× faster forward+backward on a CPU (64×64, 512 frames).
         self.to(memory_format=torch.channels_last)
 
+    @compiled
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float() / 255.0 - 0.5  # (N, C, H, W)
         return self.net(x).flatten(1)
@@ -129,6 +131,7 @@ class ConvDecoder(nn.Module):
         self.net = nn.Sequential(*stages)
         self.to(memory_format=torch.channels_last)  # as in ConvEncoder
 
+    @compiled
     def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
         g, h, w = self.block_space, self.h, self.w
         x0 = self.from_deter(deter)  # (N, g·h·w·c/g)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from reverie import kernels
+from reverie.kernels.compile import compiled
 from reverie.kernels.twohot import sparse_cross_entropy
 
 
@@ -54,6 +55,7 @@ def twohot_indices(target: torch.Tensor, bins: torch.Tensor):
     return below, above, dist_above / total, dist_below / total
 
 
+@compiled
 def twohot_cross_entropy(logits: torch.Tensor, targets, bins: torch.Tensor, scales) -> torch.Tensor:
     """Σ_i scale_i·CE(twohot(target_i), softmax(logits)) per row: logits (…, K), each target (…,) → (…).
     Several targets of the same logits (the critic's return and slow-critic targets) share one pass."""
@@ -68,6 +70,7 @@ def twohot_cross_entropy(logits: torch.Tensor, targets, bins: torch.Tensor, scal
     return -(weight * torch.log_softmax(logits, -1).gather(-1, index)).sum(-1)
 
 
+@compiled
 def image_squared_error(pred: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tensor:
     """scale·Σ_{H,W,C} (pred − target/255)² per image: pred (…, H, W, C) in [0, 1], target uint8 (or
     float in [0, 255]) → (…)."""
@@ -85,6 +88,7 @@ def twohot_mean(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return (upper - lower) @ bins[num - half:].to(probs.dtype)
 
 
+@compiled
 def twohot_logits_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Σ_k softmax(logits)_k·b_k in float32 (`twohot_mean` of the softmax)."""
     return twohot_mean(torch.softmax(logits.float(), -1), bins)

@@ -30,6 +30,7 @@ from torch import nn
 
 from reverie.agents.dreamer.world_model import ScalarHead, WorldModel
 from reverie.config import ActorConfig, BehaviorConfig
+from reverie.kernels.compile import compiled
 from reverie.kernels.precision import compute_dtype
 from reverie.nn import maths as ops
 from reverie.nn.distributions import BoundedNormal, MultiOneHot, TanhNormal
@@ -57,6 +58,7 @@ class Actor(nn.Module):
     def forward(self, feat: torch.Tensor):
         return self.dist(self.raw(feat))
 
+    @compiled
     def raw(self, feat: torch.Tensor) -> torch.Tensor:
         """The head's raw outputs (…, A) for discrete or (…, 2A) [mean | std logit] for continuous."""
         x = self.mlp(feat)
@@ -131,8 +133,8 @@ class ActorCritic(nn.Module):
                 action = self.actor.dist(raw if self.backprop else raw.detach()).sample()
                 actions.append(action)
                 if t < horizon:
-                    state = wm.rssm.imagine_step(state, action)
-                    feats.append(wm.features(state).to(dtype))
+                    state, feat = wm.imagine_step(state, action, dtype)
+                    feats.append(feat)
         return torch.stack(feats, 1), torch.stack(actions, 1), torch.stack(raws, 1)
 
     def loss(self, wm: WorldModel, post: dict[str, torch.Tensor], data: dict[str, torch.Tensor], contdisc: bool):

@@ -24,6 +24,7 @@ from reverie.agents.dreamer.actor_critic import ActorCritic
 from reverie.agents.dreamer.world_model import WorldModel
 from reverie import kernels
 from reverie.config import Config
+from reverie.kernels import compile as compile_kernels
 from reverie.kernels.precision import float32_for_few_rows
 from reverie.nn.optim import Adam, LaProp, global_norm
 
@@ -70,31 +71,8 @@ class DreamerAgent(nn.Module):
         self.route_gradients = o.kind == "adam" or (self.ac is not None and self.ac.backprop)
         scales = cfg.loss_scales
         self.scales = {k: getattr(scales, k) for k in ("rec", "rew", "con", "dyn", "rep", "policy", "value", "repval")}
-        if cfg.run.compile:
-            self.compile()
-
-    def compiled_modules(self) -> list[nn.Module]:
-        """What `run.compile` compiles: the forward of each of these modules through torch.compile
-        (`nn.Module.compile`), so elementwise chains (norms, activations, gates, bf16 casts) fuse
-        into few kernels — the CNN encoder and decoder (memory-bound norms on (N, H, W, C) maps),
-        the RSSM's core, prior and posterior nets (run once per time step), and the MLPs of the
-        reward, continue and critic heads and of the actor (run over every imagined state). The
-        posterior loop kernel compiles its own step (`kernels.posterior_loop`). Each compiles once
-        per input shape; random ops keep torch's eager generator (`fallback_random`), so a compiled
-        update draws the same samples as an eager one."""
-        wm = self.wm
-        modules = [wm.rssm.core_net, wm.rssm.prior_net, wm.rssm.post_net, wm.reward.mlp, wm.cont.mlp]
-        modules += [net for net in (getattr(wm.encoder, "cnn", None), getattr(wm.decoder, "cnn", None)) if net is not None]
-        if self.ac is not None:
-            modules += [self.ac.actor.mlp, self.ac.critic.mlp, self.ac.slow_critic.mlp]
-        return modules
-
-    def compile(self) -> None:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.fallback_random = True
-        for module in self.compiled_modules():
-            module.compile(dynamic=False)
+        if cfg.run.compile:  # the functions marked @compiled (kernels.compile.COMPILED) run compiled
+            compile_kernels.prepare()
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:

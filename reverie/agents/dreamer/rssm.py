@@ -27,6 +27,7 @@ from torch import nn
 
 from reverie.config import RSSMConfig
 from reverie.kernels import posterior_loop
+from reverie.kernels.compile import compiled
 from reverie.kernels.precision import float32_for_few_rows
 from reverie.nn.distributions import Normal, OneHotCategorical
 from reverie.nn.layers import BlockLinear, Dense, Linear, Norm, get_act
@@ -158,6 +159,7 @@ class RSSM(nn.Module):
         return {"deter": deter, "stoch": stoch}, prev_action * carried
 
     # ---------------------------------------------------------------------------------------
+    @compiled
     def observe_step(self, state, prev_action, token, is_first, sample: bool = True):
         """Posterior step: state (N, ·), prev_action (N, A), token (N, E), is_first (N,) → the new
         state and the posterior's params (N, S, ·)."""
@@ -179,6 +181,7 @@ class RSSM(nn.Module):
         deter, stoch, params = (torch.stack(x, 1) for x in zip(*steps))
         return state, {"deter": deter, "stoch": stoch, "params": params}
 
+    @compiled
     def imagine_step(self, state, action, sample: bool = True):
         """Prior step from state (N, ·) and action (N, A)."""
         deter = self.core(state["deter"], state["stoch"], action)

@@ -24,6 +24,7 @@ from torch import nn
 from reverie.agents.dreamer.rssm import RSSM
 from reverie.config import Config, DecoderConfig, EncoderConfig
 from reverie.errors import ConfigError
+from reverie.kernels.compile import compiled
 from reverie.kernels.precision import compute_dtype
 from reverie.nn import maths as ops
 from reverie.nn.conv import ConvDecoder, ConvEncoder
@@ -131,8 +132,13 @@ class ScalarHead(nn.Module):
             self.register_buffer("bins", grid, persistent=False)
 
     def forward(self, feat: torch.Tensor):
-        """(…, F) → the distribution of the scalar, from the output layer's (…, bins) or (…, 1)."""
-        return self.dist(self.out(self.mlp(feat)))
+        """(…, F) → the distribution of the scalar."""
+        return self.dist(self.outputs(feat))
+
+    @compiled
+    def outputs(self, feat: torch.Tensor) -> torch.Tensor:
+        """The output layer's values (…, bins) or (…, 1)."""
+        return self.out(self.mlp(feat))
 
     def dist(self, x: torch.Tensor):
         if self.kind == "binary":
@@ -163,6 +169,13 @@ class WorldModel(nn.Module):
     def features(state: dict[str, torch.Tensor]) -> torch.Tensor:
         """Concatenate h and the flattened z: (..., D + S·K)."""
         return torch.cat([state["deter"], state["stoch"].flatten(-2)], -1)
+
+    @compiled
+    def imagine_step(self, state: dict[str, torch.Tensor], action: torch.Tensor, dtype: torch.dtype):
+        """A prior step (`RSSM.imagine_step`) and the new state's features (N, F) in `dtype`, the
+        dtype the heads compute in (under run.compile the features are written once, already cast)."""
+        state = self.rssm.imagine_step(state, action)
+        return state, self.features(state).to(dtype)
 
     def initial(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:
         state = self.rssm.initial(batch_size, device)
