@@ -11,15 +11,14 @@ import torch
 
 from reverie import config as C
 from reverie import kernels
-from reverie.agents.dreamer import DreamerAgent
 from reverie.agents.dreamer.rssm import RSSM
-from reverie.envs import make_env
 from reverie.kernels import posterior_loop, rms_norm, sampling, softmax, twohot, weight_tape
 from reverie.kernels.weight_tape import SequenceTape, StepTape, run_layer, tape_layers
 from reverie.nn import maths
 from reverie.nn.layers import BlockLinear
 from reference_maths import twohot_encode
-from test_agent import SMALL_CNN, random_batch
+from test_agent import SMALL_CNN
+from test_speed_options import losses_of_two_updates
 from toy_envs import CueEnv, DictObsEnv
 
 ALL_ON = dict.fromkeys(kernels.NAMES, True)
@@ -218,20 +217,10 @@ def test_bfloat16_posterior_loop_forms_weight_gradients_in_bfloat16(monkeypatch)
 # ---------------------------------------------------------------------------------------------
 # Whole updates
 
-SHORT = ["batch_size=2", "batch_length=6", "behavior.imag_horizon=3", "run.threads=1"]
-
-
 def two_updates(env_fn, overrides, kernel_settings):
     """Losses and final weights of two updates from the same initial weights and seed."""
     sets = [f"kernels.{name}={str(on).lower()}" for name, on in kernel_settings.items()]
-    cfg = C.make_config(C.compose_presets(["debug"]), SHORT + list(overrides) + sets)
-    env = make_env(env_fn, cfg.env)
-    torch.manual_seed(0)
-    agent = DreamerAgent(env.obs_space, env.act_space, cfg)
-    batch = random_batch(env, cfg)
-    torch.manual_seed(1)
-    metrics = [agent.train_step(batch) for _ in range(2)]
-    losses = {k: torch.stack([m[k] for m in metrics]) for k in metrics[0] if k.startswith("loss/")}
+    agent, losses = losses_of_two_updates(env_fn, list(overrides) + sets + ["run.threads=1"])
     return losses, {name: p.detach().clone() for name, p in agent.named_parameters()}
 
 
