@@ -24,8 +24,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 from reverie import kernels  # noqa: E402
+from throughput_compare import cpu_name  # noqa: E402
 
 VARIANTS = {"float32": ["run.precision=float32"],
             "bfloat16+compile": ["run.precision=bfloat16", "run.compile=true"]}
@@ -73,7 +75,7 @@ def main(argv=None) -> None:
     import torch
 
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.platform()}, {platform.processor() or 'x86_64'}, {os.cpu_count()} CPUs",
+            "machine": f"{platform.platform()}, {cpu_name() or platform.machine()}, {os.cpu_count()} CPUs",
             "torch": torch.__version__, "threads": args.threads,
             "command": "python benchmarks/kernels_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     lines = ["# What each kernel saves", "",

@@ -302,12 +302,12 @@ def main(argv=None) -> None:
 
 
 def against(args, argv) -> None:
-    from throughput_compare import compare_markdown, compare_rows
+    from throughput_compare import compare_markdown, compare_rows, cpu_name
     import torch
 
     rows = compare_rows(args, run_json, variant_overrides)
     meta = {"git": git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.platform()}, {platform.processor() or 'x86_64'}, {os.cpu_count()} CPUs",
+            "machine": f"{platform.platform()}, {cpu_name() or platform.machine()}, {os.cpu_count()} CPUs",
             "torch": torch.__version__, "threads": args.threads, "device": args.device,
             "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     base = git_commit(Path(args.against))

@@ -45,6 +45,16 @@ def compare_rows(args, run_json, variant_overrides) -> list[dict]:
     return rows
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (with "AMX" when it has AMX tiles), or ''."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
+    return f"{name} with AMX" if "amx_tile" in info else name
+
+
 def compare_markdown(rows: list[dict], meta: dict, base_git: str) -> str:
     lines = [
         "# Update time against another checkout", "",

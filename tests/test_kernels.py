@@ -238,3 +238,22 @@ def test_update_with_every_kernel_gives_the_reference_update(env_fn, extra):
         torch.testing.assert_close(fast[key], ref[key], rtol=1e-4, atol=1e-5, msg=key)
     for name in ref_weights:
         torch.testing.assert_close(fast_weights[name], ref_weights[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_marked_functions_compile_only_inside_the_run_compile_scope(monkeypatch):
+    from reverie.kernels.compile import COMPILED, compiled
+
+    made = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: made.append(kw) or (lambda *a: fn(*a) * 10))
+
+    @compiled
+    def double(x):
+        return 2 * x
+
+    assert double(1) == 2 and not made  # outside the scope: the function itself
+    with kernels.use({}, compile=True):
+        assert double(1) == 20 and double(2) == 40  # through torch.compile, made once
+    assert made == [{"dynamic": False}] and double(1) == 2
+    assert COMPILED[-1].endswith("double")
+    for hot in ("RSSM.imagine_step", "posterior_loop.step", "ScalarHead.outputs", "twohot_cross_entropy"):
+        assert any(name.endswith(hot) for name in COMPILED), hot
