@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from reverie import kernels
 from reverie.agents import MODES, register
 from reverie.agents.dreamer.actor_critic import ActorCritic
 from reverie.agents.dreamer.world_model import WorldModel
-from reverie import kernels
 from reverie.config import Config
 from reverie.kernels import compile as compile_kernels
 from reverie.kernels.precision import float32_for_few_rows
