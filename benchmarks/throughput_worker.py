@@ -6,18 +6,22 @@ Run by `benchmarks/throughput.py` (which alternates these runs with the peer's);
     python benchmarks/throughput_worker.py act --preset size1m --obs image --envs 8
     python benchmarks/throughput_worker.py e2e --preset debug --obs vector --ratio 64
     python benchmarks/throughput_worker.py peak
+    python benchmarks/throughput_worker.py ablate --preset xs --kernels inverse_cdf few_rows_float32
 
 `updates` times `Agent.train_step` on one fixed replay batch (16 × 64 by default) and counts the
 FLOPs of one update with `torch.utils.flop_counter` (matmuls and convolutions, forward and
 backward). `act` times `Agent.act` for N envs at once. `e2e` runs the real training loop
 (`CartPole-v1` for vectors, `atari:pong` for 64×64 images) at a fixed train ratio and reads the
 env steps per second after prefill from its metrics. `peak` measures the dense-matmul rate that
-utilisation is quoted against.
+utilisation is quoted against. `ablate` times updates of one agent with every kernel on and with
+each of `--kernels` switched off, the settings taking turns update by update (so the machine's
+drift hits each alike); `-n` cycles through all settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -127,6 +131,28 @@ def measure_updates(args) -> dict:
             "batch": [cfg.batch_size, cfg.batch_length], "precision": cfg.run.precision}
 
 
+def measure_ablation(args) -> dict:
+    """{"seconds": {"all": [...], name: [...]}}: cycle c times each setting once, in an order that
+    rotates with c; one warm-up cycle first (it compiles every setting when run.compile is on)."""
+    cfg, agent, obs_space, act_space = build_agent(args)
+    batch = fixed_batch(obs_space, act_space.dim, cfg.batch_size, cfg.batch_length, args.seed)
+    off = {name: dict.fromkeys(name.split("+"), False) for name in args.kernels}  # "a+b": both off
+    settings = {"all": cfg.kernels, **{name: dataclasses.replace(cfg.kernels, **o) for name, o in off.items()}}
+    names = list(settings)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for cycle in range(-max(args.warmup, 1), args.n):
+        shift = cycle % len(names)
+        for name in names[shift:] + names[:shift]:
+            agent.cfg.kernels = settings[name]
+            synchronize(args.device)
+            start = time.perf_counter()
+            agent.train_step(batch)["loss/total"].item()
+            synchronize(args.device)
+            if cycle >= 0:
+                seconds[name].append(time.perf_counter() - start)
+    return {"seconds": seconds, "precision": cfg.run.precision, "compile": cfg.run.compile}
+
+
 def measure_act(args) -> dict:
     cfg, agent, obs_space, act_space = build_agent(args)
     N = args.envs
@@ -189,7 +215,7 @@ def measure_peak(args) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["updates", "act", "e2e", "peak"])
+    parser.add_argument("what", choices=["updates", "act", "e2e", "peak", "ablate"])
     parser.add_argument("--preset", default="size1m", help="debug, size1m, size12m, ... or xs (SheepRL XS dims)")
     parser.add_argument("--obs", default="vector", choices=["vector", "image"])
     parser.add_argument("--device", default="cpu")
@@ -201,12 +227,14 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=512, help="e2e: env steps timed after prefill")
     parser.add_argument("--prefill", type=int, default=1024, help="e2e: random steps before training")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kernels", nargs="*", default=[], help="ablate: the kernels to switch off one at a time (a+b: both together)")
     parser.add_argument("--set", nargs="*", default=[], type=lambda s: tuple(s.split("=", 1)),
                         help="extra config overrides key=value (e.g. run.precision=bfloat16)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    measure = {"updates": measure_updates, "act": measure_act, "e2e": measure_e2e, "peak": measure_peak}[args.what]
+    measure = {"updates": measure_updates, "act": measure_act, "e2e": measure_e2e, "peak": measure_peak,
+               "ablate": measure_ablation}[args.what]
     result = measure(args)
     result.update({"what": args.what, "preset": args.preset, "obs": args.obs, "device": args.device,
                    "threads": torch.get_num_threads(), "torch": torch.__version__,

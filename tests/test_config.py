@@ -187,8 +187,9 @@ def test_a_saved_config_of_an_earlier_version_loads_without_its_retired_keys(tmp
     cfg = C.make_config(C.compose_presets(["debug"]), ["seed=7"])
     C.save(cfg, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text().replace("  encoder:\n", "  encoder:\n    dist: mse\n", 1)
+    text = text.replace("kernels:\n", "kernels:\n  posterior_loop: true\n  rms_norm: false\n  twohot_loss: true\n", 1)
     (tmp_path / "config.yaml").write_text(text)
-    assert "dist: mse" in text and C.load(tmp_path / "config.yaml") == cfg
+    assert "dist: mse" in text and "rms_norm: false" in text and C.load(tmp_path / "config.yaml") == cfg
     (tmp_path / "config.yaml").write_text(text.replace("  encoder:\n", "  encoder:\n    colour: red\n", 1))
     with pytest.raises(ConfigError, match=r"unknown config key 'model.encoder.colour' in .*config.yaml"):
         C.load(tmp_path / "config.yaml")

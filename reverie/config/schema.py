@@ -219,9 +219,6 @@ class OptimConfig:
 @dataclass
 class KernelConfig:
     """The speed techniques of reverie/kernels/, each on or off (off: the reference path)."""
-    posterior_loop: bool = True  # hoisted posterior input + weight gradients formed once per sequence (CPU)
-    rms_norm: bool = True  # hand-written RMSNorm backward (CPU)
-    twohot_loss: bool = True  # two-hot cross-entropy with a hand-written backward
     small_softmax: bool = True  # softmax over < 16 classes along a transposed view (CPU)
     inverse_cdf: bool = True  # categorical samples by inverse CDF instead of torch.multinomial
     few_rows_float32: bool = True  # CPU work on < 64 rows leaves bf16 autocast for float32

@@ -6,11 +6,6 @@ Each is one switch of the config's `kernels` section (on by default where the th
 benchmark showed it pays, README "Performance"), and each has a test that it gives the reference
 path's values and gradients (tests/test_kernels.py):
 
-    posterior_loop    the posterior loop with its state-independent inputs computed for all steps
-                      at once and the per-step weight gradients formed once per sequence
-                      (posterior_loop.py, weight_tape.py)
-    rms_norm          a hand-written RMSNorm backward for CPU training (rms_norm.py)
-    twohot_loss       the two-hot cross-entropy with a hand-written backward (twohot.py)
     small_softmax     softmax over fewer than 16 classes along a transposed view on CPU (softmax.py)
     inverse_cdf       categorical samples by inverse CDF, one uniform per categorical (sampling.py)
     few_rows_float32  CPU work on fewer than 64 rows leaves bf16 autocast for float32 (precision.py)
@@ -27,7 +22,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-NAMES = ("posterior_loop", "rms_norm", "twohot_loss", "small_softmax", "inverse_cdf", "few_rows_float32")
+NAMES = ("small_softmax", "inverse_cdf", "few_rows_float32")
 
 _active: dict[str, bool] = dict.fromkeys(NAMES, False)
 _compile = False
@@ -49,7 +44,7 @@ def switches(settings: Any) -> dict[str, bool]:
 
 
 def compiling() -> bool:
-    """Whether kernels with loops of their own run their steps through torch.compile."""
+    """Whether the functions marked `@compiled` run through torch.compile (`run.compile`)."""
     return _compile
 
 

@@ -14,7 +14,6 @@ from torch import nn
 
 from reverie import kernels
 from reverie.errors import ConfigError
-from reverie.kernels import rms_norm as rms_kernel
 
 
 def trunc_normal_fan_in_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
@@ -42,7 +41,7 @@ class Linear(nn.Linear):
 
 
 class RMSNorm(nn.Module):
-    """x / √(mean(x²) + eps) · weight over the last dim (kernel `rms_norm`: a cheaper CPU backward)."""
+    """x / √(mean(x²) + eps) · weight over the last dim."""
 
     def __init__(self, dim: int, eps: float = 1e-4):
         super().__init__()
@@ -50,8 +49,6 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        if kernels.enabled("rms_norm") and rms_kernel.applies(x, self.weight):
-            return rms_kernel.rms_norm(x, self.weight, self.eps)
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 

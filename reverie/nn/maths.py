@@ -12,7 +12,6 @@ from torch import nn
 
 from reverie import kernels
 from reverie.kernels.compile import compiled
-from reverie.kernels.twohot import sparse_cross_entropy
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -65,8 +64,6 @@ def twohot_cross_entropy(logits: torch.Tensor, targets, bins: torch.Tensor, scal
         index += [below, above]
         weight += [scale * w_below, scale * w_above]
     logits, index, weight = logits.float(), torch.stack(index, -1), torch.stack(weight, -1).float()  # (…, K), (…, 2n) ×2
-    if kernels.enabled("twohot_loss"):
-        return sparse_cross_entropy(logits, index, weight)
     return -(weight * torch.log_softmax(logits, -1).gather(-1, index)).sum(-1)
 
 

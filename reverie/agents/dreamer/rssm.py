@@ -14,9 +14,6 @@ The sequence model (`model.rssm.core`) is
     gru:   one GRU cell, gates = Norm(W[x, h]), on x = Dense([z, a]) (DreamerV3 2023, V2, V1).
 Both use the candidate tanh(r ⊙ c) and an update-gate bias of −1. `is_first` resets the state to
 zeros or, with `model.rssm.initial=learned` (2023), to h_0 = tanh(w) and z_0 = the prior's mode.
-
-`observe` is the posterior loop as the paper states it; kernel `posterior_loop`
-(reverie/kernels/posterior_loop.py) computes the same loop faster on a CPU.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from reverie.config import RSSMConfig
-from reverie.kernels import posterior_loop
 from reverie.kernels.compile import compiled
 from reverie.kernels.precision import float32_for_few_rows
 from reverie.nn.distributions import Normal, OneHotCategorical
@@ -171,8 +167,6 @@ class RSSM(nn.Module):
     def observe(self, state, prev_actions, tokens, is_first):
         """Roll the posterior over a sequence: prev_actions (B, T, A), tokens (B, T, E), is_first (B, T).
         Returns the last state and {"deter": (B, T, D), "stoch": (B, T, S, K), "params": (B, T, S, ·)}."""
-        if posterior_loop.applies(self, tokens):
-            return posterior_loop.observe(self, state, prev_actions, tokens, is_first)
         steps = []
         with float32_for_few_rows(is_first.shape[0], tokens.device):
             for t in range(is_first.shape[1]):
