@@ -76,7 +76,8 @@ def _touched(module):
 def test_gradient_routing():
     agent, env, cfg = make_agent(lambda: CueEnv())
     batch = random_batch(env, cfg)
-    agent.train_step(batch)  # one update so that heads are no longer zero-initialised
+    for _ in range(2):  # updates so that heads are no longer zero-initialised (the first has lr 0: warm-up)
+        agent.train_step(batch)
     data = agent.to_tensors(random_batch(env, cfg, seed=1))
     losses, _ = agent.compute_losses(data)
 

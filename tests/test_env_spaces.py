@@ -41,15 +41,15 @@ def test_uint8_box_hwc_is_image_and_hw_gets_a_channel():
 
 def test_discrete_multidiscrete_multibinary_obs():
     discrete = spaces.Discrete(3, start=1)
-    assert obs_spec_from_gym(discrete) == {"vector": ArraySpec((3,), np.float32)}
+    assert obs_spec_from_gym(discrete) == {"vector": ArraySpec((3,), np.float32, classes=(3,))}
     np.testing.assert_array_equal(convert_obs(discrete, 2)["vector"], [0, 1, 0])
 
     multi = spaces.MultiDiscrete([2, 3])
-    assert obs_spec_from_gym(multi) == {"vector": ArraySpec((5,), np.float32)}
+    assert obs_spec_from_gym(multi) == {"vector": ArraySpec((5,), np.float32, classes=(2, 3))}
     np.testing.assert_array_equal(convert_obs(multi, np.array([1, 2]))["vector"], [0, 1, 0, 0, 1])
 
     binary = spaces.MultiBinary((2, 2))
-    assert obs_spec_from_gym(binary) == {"vector": ArraySpec((4,), np.float32)}
+    assert obs_spec_from_gym(binary) == {"vector": ArraySpec((4,), np.float32)}  # continuous 0/1, not categorical
     out = convert_obs(binary, np.array([[1, 0], [0, 1]], np.int8))["vector"]
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, [1, 0, 0, 1])
@@ -66,7 +66,7 @@ def test_nested_dict_obs_keys_joined_with_slash():
     assert spec == {
         "cam": ArraySpec((8, 8, 3), np.uint8),
         "state/pos": ArraySpec((3,), np.float32),
-        "state/mode": ArraySpec((2,), np.float32),
+        "state/mode": ArraySpec((2,), np.float32, classes=(2,)),
     }
     raw = {"cam": np.full((8, 8, 3), 7, np.uint8), "state": {"pos": np.array([0.5, 0, -1]), "mode": 1}}
     out = ObsConverter(space)(raw)

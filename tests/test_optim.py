@@ -97,16 +97,50 @@ def test_two_steps_apply_both_bias_corrections():
 
 
 def test_warmup_scales_the_learning_rate_linearly():
-    # Constant g = 2 gives v̂ = 4 and m̂ = 1 at every step, so each update is exactly lr_t:
-    # lr 0.4, warmup 4 → lr_t = 0.4·min(1, t/4) = 0.1, 0.2, 0.3, 0.4, 0.4 for t = 1..5.
+    # Constant g = 2 gives v̂ = 4 and m̂ = 1 at every step, so each update is exactly lr_k. The
+    # official schedule counts updates from k = 0 (optax linear_schedule at the count before it
+    # increments): lr 0.4, warmup 4 → lr_k = 0.4·min(1, k/4) = 0, 0.1, 0.2, 0.3, 0.4, 0.4 for the
+    # updates k = 0..5, i.e. 0, 1/4, 2/4, 3/4, 1, 1 times the full-lr step.
     p = torch.nn.Parameter(torch.tensor([1.0]))
     opt = LaProp([p], lr=0.4, agc=0.0, warmup=4)
-    expected = [0.9, 0.7, 0.4, 0.0, -0.4]
+    expected = [1.0, 0.9, 0.7, 0.4, 0.0, -0.4]
     for value in expected:
         p.grad = torch.tensor([2.0])
         opt.step()
         close(p.detach(), [value])
-    assert opt.state[p]["step"].item() == 5
+    assert opt.state[p]["step"].item() == 6
+
+
+def test_first_warmup_update_moves_only_the_moments():
+    # Update k = 0 has lr 0: θ stays, while m, v and t take the gradient as without warm-up.
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    opt = LaProp([p], lr=0.1, agc=0.0, warmup=4)
+    p.grad = torch.tensor([0.5, -2.0])
+    opt.step()
+    assert torch.equal(p.detach(), torch.tensor([1.0, 2.0]))
+    state = opt.state[p]
+    assert state["step"].item() == 1
+    close(state["exp_avg_sq"], [0.001 * 0.25, 0.001 * 4.0])  # (1 − β2)·g²
+    close(state["exp_avg"], [0.1, -0.1])  # (1 − β1)·g/√v̂ = 0.1·sign(g)
+
+
+def test_warmup_steps_are_the_full_lr_steps_scaled_by_k_over_warmup():
+    # With AGC off the moments do not depend on θ or lr, so an optimiser with warm-up sees the
+    # same m̂ as one without and each of its updates is the full-lr update times min(1, k/4).
+    torch.manual_seed(0)
+    grads = [torch.randn(5) for _ in range(6)]
+    warm = torch.nn.Parameter(torch.zeros(5))
+    full = torch.nn.Parameter(torch.zeros(5))
+    warm_opt = LaProp([warm], lr=1e-2, agc=0.0, warmup=4)
+    full_opt = LaProp([full], lr=1e-2, agc=0.0, warmup=0)
+    for k, (g, scale) in enumerate(zip(grads, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0])):
+        before_warm, before_full = warm.detach().clone(), full.detach().clone()
+        warm.grad, full.grad = g.clone(), g.clone()
+        warm_opt.step()
+        full_opt.step()
+        torch.testing.assert_close(warm.detach() - before_warm, scale * (full.detach() - before_full),
+                                   rtol=1e-5, atol=1e-8, msg=f"update k={k}")
+        torch.testing.assert_close(warm_opt.state[warm]["exp_avg"], full_opt.state[full]["exp_avg"])
 
 
 def test_param_groups_take_their_own_learning_rate():

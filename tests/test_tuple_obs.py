@@ -25,7 +25,7 @@ def _one_hots(raw: tuple) -> dict[str, np.ndarray]:
 def test_blackjack_tuple_obs_is_one_one_hot_key_per_entry():
     env = make_env("Blackjack-v1", seed=5)
     assert isinstance(env.env.observation_space, spaces.Tuple)
-    assert env.obs_space == {f"obs/{i}": ArraySpec((n,), np.float32) for i, n in enumerate(BLACKJACK_SIZES)}
+    assert env.obs_space == {f"obs/{i}": ArraySpec((n,), np.float32, (n,)) for i, n in enumerate(BLACKJACK_SIZES)}
     assert list(env.obs_space) == ["obs/0", "obs/1", "obs/2"]
 
     twin = gym.make("Blackjack-v1")  # the same env unconverted, driven with the same seed and actions
@@ -72,7 +72,7 @@ def test_nested_dict_and_tuple_keys_follow_the_path_and_images_stay_uint8():
     spec = obs_spec_from_gym(space)
     assert list(spec) == ["a/0", "a/1", "b/0/x", "b/0/y", "c"]
     assert spec["a/0"] == ArraySpec((6, 5, 3), np.uint8) and spec["a/0"].is_image
-    assert spec["a/1"] == ArraySpec((3,), np.float32)
+    assert spec["a/1"] == ArraySpec((3,), np.float32, classes=(3,))
     assert spec["b/0/x"] == ArraySpec((4,), np.float32) and spec["b/0/y"] == ArraySpec((3,), np.float32)
 
     frame = np.arange(90, dtype=np.uint8).reshape(6, 5, 3)
@@ -89,7 +89,7 @@ def test_nested_dict_and_tuple_keys_follow_the_path_and_images_stay_uint8():
 def test_top_level_tuple_with_dict_and_grey_image():
     space = spaces.Tuple((spaces.Dict({"img": spaces.Box(0, 255, (4, 3), np.uint8)}), spaces.MultiDiscrete([2, 3])))
     converter = ObsConverter(space)
-    assert converter.spec == {"obs/0/img": ArraySpec((4, 3, 1), np.uint8), "obs/1": ArraySpec((5,), np.float32)}
+    assert converter.spec == {"obs/0/img": ArraySpec((4, 3, 1), np.uint8), "obs/1": ArraySpec((5,), np.float32, (2, 3))}
     grey = np.full((4, 3), 9, np.uint8)
     out = converter(({"img": grey}, np.array([1, 0])))
     assert out["obs/0/img"].shape == (4, 3, 1) and out["obs/0/img"].dtype == np.uint8

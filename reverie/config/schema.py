@@ -89,13 +89,13 @@ class EncoderConfig:
     mults: tuple[int, ...] = (2, 3, 4, 4)
     kernel: int = 5
     resize: str = "pool"  # CNN stages: pool (conv + 2×2 max-pool) | stride (stride-2 conv, DreamerV3 2023)
-    symlog: bool = True  # symlog-squash vector inputs
+    symlog: bool = True  # symlog-squash continuous vector keys (categorical keys always enter as one-hots)
 
 
 @dataclass
 class DecoderConfig(EncoderConfig):
     block_space: int = 8  # block groups of the deter → spatial projection (image decoder)
-    dist: str = "mse"  # mse (sum of squared errors) | normal (unit-variance Normal NLL, V1/V2)
+    dist: str = "mse"  # mse (sum of squared errors) | normal (unit-variance Normal NLL, V1/V2); categorical keys: cross-entropy
 
 
 @dataclass
@@ -137,7 +137,7 @@ class ActorConfig:
     layers: int = 3
     minstd: float = 0.1
     maxstd: float = 1.0
-    unimix: float = 0.01
+    unimix: float = 0.0  # discrete policy's uniform mix: none in the current official code, 0.01 in 2023
     outscale: float = 0.01
     entropy: float = 3e-4
     dist: str = "bounded_normal"  # continuous actions: bounded_normal (Normal(tanh μ, σ)) | tanh_normal (V1)

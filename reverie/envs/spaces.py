@@ -5,8 +5,12 @@ Observations become a flat dict of arrays (DESIGN §3):
 - a uint8 ``Box`` of shape (H, W, C) with C in {1, 3, 4}, or (H, W), is an image: uint8 (H, W, C),
   a 2-D image gets a trailing channel of 1;
 - any other ``Box`` is flattened to a float32 vector;
-- ``Discrete(n)`` is a one-hot float32 vector (n,), ``MultiDiscrete`` concatenated one-hots,
-  ``MultiBinary`` a flattened float32 vector of 0/1;
+- ``Discrete(n)`` is a one-hot float32 vector (n,), ``MultiDiscrete`` concatenated one-hots; their
+  ``ArraySpec.classes`` records the class count of each one-hot block ((n,), or the flattened nvec),
+  which marks the key categorical: the encoder takes it as the one-hot itself (no symlog) and the
+  decoder predicts it with one softmax per block, trained with cross-entropy (as the official
+  DreamerV3 code treats integer observations);
+- ``MultiBinary`` is a flattened float32 vector of 0/1 (a continuous key);
 - ``Dict`` and ``Tuple`` spaces, nested in any combination, are flattened into one key per leaf,
   each converted by the rules above, in the space's own order (Dict entries as the Dict orders them,
   Tuple entries by index). A key joins the path to its leaf with "/": Dict entry names as they are,
@@ -43,14 +47,33 @@ _SUPPORTED_ACT = "Discrete, MultiDiscrete, MultiBinary and Box"
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """Shape and dtype of one observation key, per env step (no batch axis)."""
+    """Shape and dtype of one observation key, per env step (no batch axis).
+
+    ``classes`` is non-empty for a categorical key (Discrete, MultiDiscrete): the key is a float32
+    vector of concatenated one-hot blocks, block i holding ``classes[i]`` classes, so
+    ``shape == (sum(classes),)``. It is () for every other key. (Default (): a spec pickled before
+    the field existed reads as non-categorical.)
+    """
 
     shape: tuple[int, ...]
     dtype: np.dtype
+    classes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "classes", tuple(int(n) for n in self.classes))
+        if self.classes:
+            if min(self.classes) < 1:
+                raise ValueError(f"ArraySpec classes must be >= 1, got {self.classes}")
+            if self.shape != (sum(self.classes),) or self.dtype != np.float32:
+                raise ValueError(f"a categorical ArraySpec with classes {self.classes} is a float32 vector of "
+                                 f"shape ({sum(self.classes)},), got {self.shape} {self.dtype}")
+
+    @property
+    def categorical(self) -> bool:
+        """True for concatenated one-hot blocks (Discrete, MultiDiscrete observations)."""
+        return bool(self.classes)
 
     @property
     def is_image(self) -> bool:
@@ -194,11 +217,11 @@ def _leaf_entry(key: str, path: tuple[tuple[str, Any], ...], space: Any, where: 
         return _ObsEntry(key, path, "box", ArraySpec((int(np.prod(space.shape)),), np.float32))
     if isinstance(space, gym.spaces.Discrete):
         n = int(space.n)
-        return _ObsEntry(key, path, "discrete", ArraySpec((n,), np.float32), (n,), (int(space.start),))
+        return _ObsEntry(key, path, "discrete", ArraySpec((n,), np.float32, (n,)), (n,), (int(space.start),))
     if isinstance(space, gym.spaces.MultiDiscrete):
         nvec = tuple(int(n) for n in np.asarray(space.nvec).reshape(-1))
         start = tuple(int(s) for s in np.asarray(space.start).reshape(-1))
-        return _ObsEntry(key, path, "multidiscrete", ArraySpec((sum(nvec),), np.float32), nvec, start)
+        return _ObsEntry(key, path, "multidiscrete", ArraySpec((sum(nvec),), np.float32, nvec), nvec, start)
     if isinstance(space, gym.spaces.MultiBinary):
         size = int(np.prod(space.shape))
         return _ObsEntry(key, path, "multibinary", ArraySpec((size,), np.float32))

@@ -95,7 +95,13 @@ class MLP(nn.Sequential):
 
 
 class BlockLinear(nn.Module):
-    """Block-diagonal linear map with `blocks` groups: (..., G·I) → (..., G·O)."""
+    """Block-diagonal linear map with `blocks` groups: (..., G·I) → (..., G·O).
+
+    The weight (G, I, O) is initialised with the fan-in of the whole layer, G·I = `in_features`,
+    not the per-block I: the official initialiser computes fans from the 3-D kernel as
+    (I·G, O·G) (danijar/dreamerv3 `embodied/jax/nets.py` `Initializer.compute_fans`), so the
+    effective std is 1/√in_features.
+    """
 
     def __init__(self, in_features: int, out_features: int, blocks: int, outscale: float = 1.0):
         super().__init__()
@@ -104,7 +110,7 @@ class BlockLinear(nn.Module):
         self.blocks = blocks
         self.weight = nn.Parameter(torch.empty(blocks, in_features // blocks, out_features // blocks))
         self.bias = nn.Parameter(torch.zeros(out_features))
-        trunc_normal_fan_in_(self.weight, in_features // blocks, outscale)
+        trunc_normal_fan_in_(self.weight, in_features, outscale)  # fan-in G·I, as official
 
     def forward(self, x):
         return self.apply_params(x, self.weight, self.bias)

@@ -1,13 +1,17 @@
 """The DreamerV3 optimiser: LaProp with adaptive gradient clipping and linear lr warm-up.
 
-Per parameter tensor θ with gradient g, at its update t = 1, 2, ...:
+Per parameter tensor θ with gradient g, at its update t = 1, 2, ... (k = t − 1 = 0, 1, 2, ...):
 
 1. adaptive gradient clipping (per tensor; off when `agc == 0`):
    g ← g / max(1, ‖g‖₂ / (agc · max(agc_pmin, ‖θ‖₂)))
 2. v ← β2·v + (1 − β2)·g²,   v̂ = v / (1 − β2^t)
 3. u = g / (√v̂ + eps)                      (RMS-normalise first ...)
 4. m ← β1·m + (1 − β1)·u,    m̂ = m / (1 − β1^t)   (... then momentum: LaProp)
-5. θ ← θ − lr_t·m̂,  lr_t = lr·min(1, t / warmup)  (lr_t = lr when warmup == 0)
+5. θ ← θ − lr_k·m̂,  lr_k = lr·min(1, k / warmup)  (lr_k = lr when warmup == 0)
+
+The warm-up is the official one (optax `linear_schedule(0, lr, warmup)` evaluated at the update
+count before it is incremented): the first update has lr 0, so it moves only m, v and t, and the
+full lr is reached at update k = warmup, i.e. the (warmup + 1)-th.
 
 `step(apply=flag)` with a bool 0-d tensor makes the whole update conditional without a host sync:
 where the flag is False (e.g. a non-finite loss or gradient), θ, m, v and t keep their values
@@ -204,11 +208,13 @@ def _laprop_foreach(
         torch._foreach_add_(exp_avgs, normalised, alpha=1.0 - beta1)
     correction1 = _bias_correction(beta1, steps)  # 1 − β1^t
 
-    # 5. θ ← θ − lr_t · m / (1 − β1^t), lr_t = lr·min(1, t / warmup).
+    # 5. θ ← θ − lr_k · m / (1 − β1^t), lr_k = lr·min(1, k / warmup) with k = t − 1 = 0, 1, ...
     if warmup > 0:
-        step_sizes = torch._foreach_div(steps, float(warmup))
+        step_sizes = torch._foreach_sub(steps, 1.0)  # k: 0 at the first update
+        torch._foreach_clamp_min_(step_sizes, 0.0)  # a skipped first update leaves t = 0 (and keep = 0)
+        torch._foreach_div_(step_sizes, float(warmup))
         torch._foreach_clamp_max_(step_sizes, 1.0)
-        torch._foreach_mul_(step_sizes, lr)  # lr_t
+        torch._foreach_mul_(step_sizes, lr)  # lr_k
         torch._foreach_div_(step_sizes, correction1)
     else:
         step_sizes = torch._foreach_reciprocal(correction1)

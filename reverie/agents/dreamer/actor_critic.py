@@ -38,9 +38,11 @@ from reverie.nn.layers import MLP, Linear
 
 
 class Actor(nn.Module):
-    """Policy π(a|s): one-hot categoricals with 1% unimix for discrete actions; for continuous ones
-    Normal(tanh(μ), σ) with σ ∈ [minstd, maxstd] (`bounded_normal`) or Dreamer v1's tanh-Normal
-    (`tanh_normal`). Output layers scaled by `outscale`."""
+    """Policy π(a|s): for discrete actions one-hot categoricals p = (1 − u)·softmax(logits) + u/K with
+    u = `unimix`, by default 0: plain softmax, no mix computed (the current official policy; the
+    2023 code mixed 1%); for continuous ones Normal(tanh(μ), σ) with σ ∈ [minstd, maxstd]
+    (`bounded_normal`) or Dreamer v1's tanh-Normal (`tanh_normal`). Output layers scaled by
+    `outscale`."""
 
     def __init__(self, feat_dim: int, act_space, cfg: ActorConfig, norm="rms", act="silu"):
         super().__init__()

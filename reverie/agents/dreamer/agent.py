@@ -200,7 +200,8 @@ class DreamerAgent(nn.Module):
     def report(self, batch: dict, context: int = 5) -> dict[str, torch.Tensor]:
         """Open-loop predictions: observe the first `context` steps of each sequence, then imagine
         the rest from the recorded actions alone. Returns, per decoded key, the truth and the
-        prediction (B, T, ...) and the mean squared error of the open-loop part."""
+        prediction (B, T, ...) and the mean squared error of the open-loop part. A categorical
+        key's prediction is the one-hot of each block's most likely class."""
         self.eval()
         data = self.to_tensors(batch)
         B, T = data["is_first"].shape
@@ -221,7 +222,7 @@ class DreamerAgent(nn.Module):
         recon = wm.decoder(deter.flatten(0, 1), stoch.flatten(0, 1).flatten(-2))
         out = {}
         for key, dist in recon.items():
-            pred = dist.mode().unflatten(0, (B, T))
+            pred = wm.decoder.mode(key, dist).unflatten(0, (B, T))  # one-hots for categorical keys
             truth = data[key]
             if key in wm.decoder.cnn_keys:
                 pred = (pred * 255).clamp(0, 255).to(torch.uint8)

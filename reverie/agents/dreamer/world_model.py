@@ -9,7 +9,12 @@ observations (`model.decoder.dist`), two-hot over symexp bins (current), over sy
 α = 0.8 and V3's β_dyn/β_rep is the pair `loss_scales.dyn` / `loss_scales.rep`.
 
 Observation keys are routed by type: 3-D uint8 arrays (H, W, C) go to the CNN, everything else is
-flattened, symlog-squashed and goes to the MLP; regexes in the config select which keys take part.
+flattened and goes to the MLP; regexes in the config select which keys take part. Among the MLP
+keys, a categorical one (`ArraySpec.classes`: Discrete and MultiDiscrete observations, stored as
+concatenated one-hots) enters the encoder as its one-hot and is decoded by one softmax per class
+block with a cross-entropy loss, −Σ_blocks ln p(observed class), as the official DreamerV3 code
+does for integer observations; the other vector keys are symlog-squashed (`model.encoder.symlog`)
+and decoded with the squared error in symlog space.
 """
 
 from __future__ import annotations
@@ -28,13 +33,18 @@ from reverie.kernels.compile import compiled
 from reverie.kernels.precision import compute_dtype
 from reverie.nn import maths as ops
 from reverie.nn.conv import ConvDecoder, ConvEncoder
-from reverie.nn.distributions import Bernoulli, ImageMSE, SymlogMSE, TwoHot
+from reverie.nn.distributions import Bernoulli, ImageMSE, MultiOneHot, SymlogMSE, TwoHot
 from reverie.nn.layers import MLP, Linear
 
 
 def is_image(spec) -> bool:
     """3-D uint8 arrays (H, W, C) are images; everything else is a vector."""
     return len(spec.shape) == 3 and np.dtype(spec.dtype) == np.uint8
+
+
+def classes_of(spec) -> tuple[int, ...]:
+    """The one-hot block sizes of a categorical key; () for any other key (and specs without the field)."""
+    return tuple(getattr(spec, "classes", ()) or ())
 
 
 def split_keys(obs_space: dict, mlp_regex: str, cnn_regex: str, where: str):
@@ -52,12 +62,15 @@ def split_keys(obs_space: dict, mlp_regex: str, cnn_regex: str, where: str):
 
 
 class MultiEncoder(nn.Module):
-    """Observation dict (N, ...) → tokens (N, E): symlog MLP over vectors ⊕ CNN over images."""
+    """Observation dict (N, ...) → tokens (N, E): MLP over the vector keys ⊕ CNN over images. The
+    MLP's input concatenates the keys in sorted order: a categorical key as its one-hot, the others
+    symlog-squashed (when `symlog`)."""
 
     def __init__(self, obs_space: dict, cfg: EncoderConfig, norm="rms", act="silu"):
         super().__init__()
         self.mlp_keys, self.cnn_keys = split_keys(obs_space, cfg.mlp_keys, cfg.cnn_keys, "encoder")
         self.symlog = cfg.symlog
+        self.categorical = {k for k in self.mlp_keys if classes_of(obs_space[k])}
         self.out_features = 0
         if self.mlp_keys:
             vec_dim = sum(math.prod(obs_space[k].shape) for k in self.mlp_keys)
@@ -72,20 +85,33 @@ class MultiEncoder(nn.Module):
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         outs = []
         if self.mlp_keys:
-            x = torch.cat([obs[k].flatten(1).float() for k in self.mlp_keys], -1)
-            outs.append(self.mlp(ops.symlog(x) if self.symlog else x))
+            outs.append(self.mlp(self.vector_input(obs)))
         if self.cnn_keys:
             outs.append(self.cnn(torch.cat([obs[k] for k in self.cnn_keys], -1)))
         return torch.cat(outs, -1)
 
+    def vector_input(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The MLP's input (N, Σ sizes): one-hots of the categorical keys as they are, the other keys
+        symlog-squashed when `symlog`, concatenated in `mlp_keys` order."""
+        parts = [obs[k].flatten(1).float() for k in self.mlp_keys]
+        if not self.symlog:
+            return torch.cat(parts, -1)
+        if not self.categorical:  # one squash over the whole vector
+            return ops.symlog(torch.cat(parts, -1))
+        return torch.cat([x if k in self.categorical else ops.symlog(x) for k, x in zip(self.mlp_keys, parts)], -1)
+
 
 class MultiDecoder(nn.Module):
-    """Latent state → one distribution per observation key (symlog MSE or image MSE)."""
+    """Latent state → one distribution per observation key: one softmax per class block
+    (`MultiOneHot`, cross-entropy) for a categorical key, symlog MSE for the other vector keys,
+    image MSE for images. The vector keys share one output layer whose width is the sum of their
+    sizes (a categorical key's logits take its one-hot's width)."""
 
     def __init__(self, obs_space: dict, cfg: DecoderConfig, deter: int, stoch: int, norm="rms", act="silu"):
         super().__init__()
         self.mlp_keys, self.cnn_keys = split_keys(obs_space, cfg.mlp_keys, cfg.cnn_keys, "decoder")
         self.shapes = {k: tuple(obs_space[k].shape) for k in self.mlp_keys + self.cnn_keys}
+        self.classes = {k: classes_of(obs_space[k]) for k in self.mlp_keys if classes_of(obs_space[k])}
         self.symlog = cfg.symlog
         self.scale = 0.5 if cfg.dist == "normal" else 1.0  # unit Normal NLL = ½·squared error + const
         if self.mlp_keys:
@@ -105,6 +131,9 @@ class MultiDecoder(nn.Module):
             flat = self.vec_out(self.mlp(torch.cat([deter, stoch], -1)))
             sizes = [math.prod(self.shapes[k]) for k in self.mlp_keys]
             for key, part in zip(self.mlp_keys, flat.split(sizes, -1)):
+                if key in self.classes:  # logits (N, Σ classes); loss −Σ_blocks ln softmax(block)[class]
+                    dists[key] = MultiOneHot(part, self.classes[key])
+                    continue
                 shape = self.shapes[key]
                 dists[key] = SymlogMSE(part.reshape(-1, *shape), len(shape), self.symlog, self.scale)
         if self.cnn_keys:
@@ -113,6 +142,17 @@ class MultiDecoder(nn.Module):
             for key, part in zip(self.cnn_keys, images.split(sizes, -1)):
                 dists[key] = ImageMSE(part, self.scale)
         return dists
+
+    def mode(self, key: str, dist) -> torch.Tensor:
+        """The decoded value of `key` from its distribution (what reports show): for a categorical
+        key the exact one-hot of each block's most likely class (no straight-through term), else the mode."""
+        if key not in self.classes:
+            return dist.mode()
+        blocks = []
+        for part in dist.parts:
+            classes = torch.arange(part.probs.shape[-1], device=part.probs.device)
+            blocks.append((part.probs.argmax(-1, keepdim=True) == classes).float())
+        return torch.cat(blocks, -1)
 
 
 class ScalarHead(nn.Module):
