@@ -72,6 +72,8 @@ def test_the_load_probe_sees_a_busy_process_and_not_its_own_work():
     while time.monotonic() < end:  # our own work: not "others"
         x += 1
     own_only = probe.others()
+    if own_only is not None and own_only > len(os.sched_getaffinity(0)) - 1:
+        pytest.skip(f"other processes already keep {own_only:.1f} cores busy: no room to see one more")
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
