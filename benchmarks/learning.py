@@ -16,8 +16,8 @@ DreamerV3 curve is drawn beside ours, in environment frames (policy steps × act
 table compares the values at the end of the run, both as the mean of the evals in its last 30K frames.
 
 A seed whose logdir already holds a finished run with the same config is reused, not rerun
-(--rerun deletes it first); with --extend, a finished shorter run of the same config is resumed up
-to --steps (its wall-clock and eval times continue from the first part); --report trains nothing and
+(--rerun deletes it first); with --extend, a finished shorter run of the same config, or one that
+--max-minutes stopped, is resumed up to --steps (its wall-clock and eval times continue from the first part); --report trains nothing and
 tabulates the runs as they are (shorter ones included: their curves end where they stopped).
 Writes learning_<task>[_<presets>].json, .md and .png (the plot needs matplotlib); the summary,
 tables and plot are made by learning_report.py.
@@ -48,17 +48,19 @@ from typing import Any
 
 import torch
 
-from reverie import api
-from reverie import config as config_lib
-from reverie.errors import UserError
-from reverie.logging import read_metrics
-from reverie.envs import default_suite_preset
-from reverie.run.checkpoint import CKPT_PATTERN, list_checkpoints
-
-import reference_curves  # benchmarks/reference_curves.py
-from learning_report import summarise, write_markdown, write_plot  # benchmarks/learning_report.py
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's reverie (e.g. a git worktree), not the installed one
+
+from reverie import api  # noqa: E402
+from reverie import config as config_lib  # noqa: E402
+from reverie.errors import UserError  # noqa: E402
+from reverie.logging import read_metrics  # noqa: E402
+from reverie.envs import default_suite_preset  # noqa: E402
+from reverie.run.checkpoint import CKPT_PATTERN, list_checkpoints  # noqa: E402
+
+import reference_curves  # noqa: E402  (benchmarks/reference_curves.py)
+from learning_report import summarise, write_markdown, write_plot  # noqa: E402  (benchmarks/learning_report.py)
+
 TASKS = {"CartPole-v1": {"threshold": 475.0, "stay": 450.0}}  # task → solved / stays-solved levels
 EVAL_LINE = re.compile(r"^step ([\d,]+): eval return ")  # printed by reverie/run/train.py
 FINAL_EVAL_LINE = re.compile(r"^final eval return ")
@@ -80,7 +82,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-minutes", type=float, default=45.0, help="wall-clock limit per seed")
     parser.add_argument("--rerun", action="store_true", help="delete existing runs and train afresh")
     parser.add_argument("--extend", action="store_true",
-                        help="resume finished shorter runs of the same config up to --steps instead of rerunning")
+                        help="resume finished shorter runs of the same config (or runs stopped by --max-minutes) "
+                             "up to --steps instead of rerunning")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: tabulate the existing runs as they are, shorter ones included")
     parser.add_argument("--reference", default=None, choices=reference_curves.available(),
@@ -129,7 +132,8 @@ def train_seed(args: argparse.Namespace, seed: int, logdir: Path, before: dict |
     if before is None:
         command += ["--env", args.task, "--seed", str(seed), *[f"--preset={p}" for p in args.preset], *args.overrides]
     logdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "PYTHONPATH": path}
     offset = before["wall_s"] if before else 0.0  # times continue from the first part
     eval_times: dict[int, float] = {int(k): v for k, v in before["eval_times"].items()} if before else {}
     final_eval_time: list[float] = []
@@ -238,7 +242,9 @@ def plan_seed(args: argparse.Namespace, seed: int) -> tuple[Path, dict[str, Any]
     if args.rerun or not (logdir / "config.yaml").is_file():
         return logdir, cfg, "train"
     record = json.loads((logdir / RECORD).read_text()) if (logdir / RECORD).is_file() else {}
-    completed = record.get("returncode") == 0 and not record.get("timed_out") and list_checkpoints(logdir / "checkpoints")
+    # a run that ended, or that --max-minutes stopped (it wrote a checkpoint on the way out), can go on
+    resumable = record.get("returncode") == 0 or record.get("timed_out")
+    completed = resumable and list_checkpoints(logdir / "checkpoints")
     if is_finished(logdir, args.steps) or args.report:
         action = "reuse"
     else:

@@ -19,14 +19,14 @@ import learning  # noqa: E402
 OVERRIDES = ["run.prefill=100", "run.eval_every=200"]
 
 
-def fake_run(runs_dir: Path, steps_done: int, overrides=OVERRIDES, returncode=0) -> Path:
+def fake_run(runs_dir: Path, steps_done: int, overrides=OVERRIDES, returncode=0, timed_out=False) -> Path:
     """A logdir as a finished `reverie train` leaves it: config, one checkpoint, the timing record."""
     logdir = runs_dir / "CartPole-v1" / "seed0"
     (logdir / "checkpoints").mkdir(parents=True)
     config_lib.save(api.build_config("CartPole-v1", ["debug"], overrides, logdir, steps_done, 0), logdir / "config.yaml")
     (logdir / "checkpoints" / f"ckpt_{steps_done:09d}.pt").write_bytes(b"")
     record = {"command": ["reverie"], "started_at": "t", "wall_s": 5.0, "returncode": returncode,
-              "timed_out": False, "eval_times": {"0": 1.0}, "final_eval_time": 5.0}
+              "timed_out": timed_out, "eval_times": {"0": 1.0}, "final_eval_time": 5.0}
     (logdir / learning.RECORD).write_text(json.dumps(record))
     return logdir
 
@@ -56,6 +56,12 @@ def test_report_tabulates_runs_as_they_are_and_needs_one(tmp_path):
 def test_a_failed_run_is_not_extended(tmp_path):
     fake_run(tmp_path, 400, returncode=1)
     assert plan(tmp_path, 800, "--extend") == "train"
+
+
+def test_a_run_stopped_at_max_minutes_is_extended_from_its_checkpoint_only_when_asked(tmp_path):
+    fake_run(tmp_path, 400, returncode=-9, timed_out=True)
+    assert plan(tmp_path, 800) == "train"
+    assert plan(tmp_path, 800, "--extend") == "extend"
 
 
 def test_extending_a_run_of_another_config_is_refused(tmp_path):
