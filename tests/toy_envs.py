@@ -62,14 +62,14 @@ class DictObsEnv(gym.Env):
         return self._obs(), reward, self._t >= self.length, False, {}
 
 
-class DiscreteObsEnv(gym.Env):
+class DiscreteObsEnv(CueEnv):
     """CueEnv with integer observations: the cue is a ``Discrete(2)`` and a ``MultiDiscrete([3, 4])``
     cell counter and a 1-D Box of the step count ride along in a Dict; with ``bare=True`` the
     observation is the ``Discrete(2)`` cue alone. Acting to match the cue earns reward 1 on
     the next step; episodes last `length` steps (truncated)."""
 
     def __init__(self, length: int = 8, bare: bool = False):
-        self.length = length
+        super().__init__(length)
         self.bare = bare
         if not bare:
             self.observation_space = gym.spaces.Dict({
@@ -79,23 +79,9 @@ class DiscreteObsEnv(gym.Env):
             })
         else:
             self.observation_space = gym.spaces.Discrete(2)
-        self.action_space = gym.spaces.Discrete(2)
-        self._cue, self._t = 0, 0
 
     def _obs(self):
         if self.bare:
             return self._cue
         cell = np.array([self._t % 3, self._t % 4], np.int64)
         return {"cue": self._cue, "cell": cell, "time": np.array([self._t], np.float32)}
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self._t = 0
-        self._cue = int(self.np_random.integers(2))
-        return self._obs(), {}
-
-    def step(self, action):
-        reward = float(int(action) == self._cue)
-        self._t += 1
-        self._cue = int(self.np_random.integers(2))
-        return self._obs(), reward, False, self._t >= self.length, {}
