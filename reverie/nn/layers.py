@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reverie import kernels
 from reverie.errors import ConfigError
 
 
