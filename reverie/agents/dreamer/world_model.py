@@ -94,11 +94,8 @@ class MultiEncoder(nn.Module):
         """The MLP's input (N, Σ sizes): one-hots of the categorical keys as they are, the other keys
         symlog-squashed when `symlog`, concatenated in `mlp_keys` order."""
         parts = [obs[k].flatten(1).float() for k in self.mlp_keys]
-        if not self.symlog:
-            return torch.cat(parts, -1)
-        if not self.categorical:  # one squash over the whole vector
-            return ops.symlog(torch.cat(parts, -1))
-        return torch.cat([x if k in self.categorical else ops.symlog(x) for k, x in zip(self.mlp_keys, parts)], -1)
+        squash = [self.symlog and k not in self.categorical for k in self.mlp_keys]
+        return torch.cat([ops.symlog(x) if s else x for x, s in zip(parts, squash)], -1)
 
 
 class MultiDecoder(nn.Module):
