@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 import torch
 
-from reverie.agents.contract import MODES, Agent, State
+from reverie.agents.contract import MODES, WRITE_BACK_PREFIX, Agent, ReplayField, State
 from reverie.errors import ConfigError
 
-__all__ = ["Agent", "MODES", "State", "FAMILY_MODULES", "make_agent", "register", "families"]
+__all__ = ["Agent", "MODES", "ReplayField", "State", "WRITE_BACK_PREFIX", "FAMILY_MODULES", "make_agent", "register", "families"]
 
 # name → the module that registers it (imported on first use: a family's dependencies load only
 # when a config asks for it)

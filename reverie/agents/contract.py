@@ -6,8 +6,11 @@ looks inside an agent. Shapes: N envs acting together, a replayed batch of B seq
     init_state(N)                   → the carried state of N envs (a dict of tensors)
     act(state, obs, mode)           → (state, action (N, A) float32, extras {key: (N, ...)})
                                       mode: "train" (explore), `eval_mode`, or "random"
-    train_step(batch)               → metrics {name: 0-d tensor}; one update on a (B, T) batch,
-                                      no host sync (the loop reads `train/nonfinite` later)
+    train_step(batch)               → metrics {name: 0-d tensor}; one update on a (B, C + T) batch,
+                                      no host sync (the loop reads `train/nonfinite` later); keys
+                                      under `replay/` are not metrics but per-step values
+                                      (B, T, ...) of `replay_fields` for the batch's last T steps,
+                                      which the loop writes back into replay
     report(batch, context)          → open-loop predictions: `openloop/{key}/truth|pred` (B, T, ...)
                                       and `openloop/{key}/mse` (0-d), or {} when it has none
     state_dict() / load_state_dict  → everything a checkpoint must restore (weights, optimisers,
@@ -16,9 +19,11 @@ looks inside an agent. Shapes: N envs acting together, a replayed batch of B seq
 and what the loop must know to feed it:
 
     batch_size, sequence_length     → the (B, T) of the batches it trains on
-    replay_fields                   → {key: ArraySpec} of the per-step extras `act` returns, stored
-                                      in replay beside the observations (e.g. a search's visit
-                                      distribution); {} for Dreamer
+    context_length                  → C: steps sampled before each sequence that it reads but does
+                                      not train on (Dreamer's replay context: 1 or 0)
+    replay_fields                   → {key: ReplayField} of the per-step extras `act` returns, stored
+                                      in replay beside the observations (a search's visit
+                                      distribution, Dreamer's latents for the replay context)
     eval_mode                       → the `act` mode evaluation uses ("eval": the policy's mode)
     obs_keys                        → the observation keys it reads (recorded episodes keep these)
 
@@ -29,13 +34,21 @@ family can call from its `act`.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 State = dict[str, torch.Tensor]
 MODES = ("train", "eval", "random")
+WRITE_BACK_PREFIX = "replay/"  # train_step's outputs that go back into replay, not into the metrics
+
+
+class ReplayField(NamedTuple):
+    """Shape (without the batch axis) and dtype of one per-step value an agent stores in replay."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
 
 @runtime_checkable
@@ -44,6 +57,7 @@ class Agent(Protocol):
     act_space: Any
     batch_size: int
     sequence_length: int
+    context_length: int
     replay_fields: dict[str, Any]
     eval_mode: str
     obs_keys: list[str]

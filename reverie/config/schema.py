@@ -57,6 +57,9 @@ class ReplayConfig:
     capacity: int = 1_000_000  # steps, FIFO
     online: bool = True  # train on every fresh sequence once before sampling uniformly
     chunk_length: int = 1024  # steps per env in each file under logdir/replay/ (a crash loses at most one)
+    # replayed sequences start from the latent stored at the step before them (official replay_context: 1);
+    # 0 until its CartPole and DMC benchmarks are measured (issue 17)
+    context: int = 0
 
 
 @dataclass

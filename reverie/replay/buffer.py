@@ -23,6 +23,10 @@ slot of step t is t % per_env_capacity, and the steps still stored are t in [add
 with stored = min(added - first, per_env_capacity). `first` is 0 unless the replay was restored
 from a state that had lost its oldest steps (e.g. a resume from partly missing chunk files).
 
+Write-back. `sample_windows` also returns where each window came from (env, start time); `write_back`
+overwrites some keys of those steps in place (DreamerV3's replay context: the latents recomputed
+by an update replace the stored ones), skipping any step overwritten since it was sampled.
+
 Persistence. `export_steps(start, end)` copies a time range out (for the chunk files of
 `reverie.run.replay_store`); `state_dict()` / `load_state_dict()` carry everything else needed to
 resume exactly (counters, RNG state, online queue), with or without the data.
@@ -193,6 +197,10 @@ class Replay:
 
     def sample(self) -> dict[str, np.ndarray]:
         """A batch of windows: {key: (B, T, ...)} fresh arrays. Online windows first, then uniform."""
+        return self.sample_windows()[0]
+
+    def sample_windows(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """`sample`'s batch and where its windows start: (batch, env (B,), start time (B,))."""
         if not self.ready:
             raise RuntimeError(
                 f"replay has {self._added} steps per env but needs batch_length={self.batch_length} "
@@ -204,7 +212,19 @@ class Replay:
             uniform_env, uniform_start = self._draw_uniform(missing)
             env = np.concatenate([env, uniform_env])
             start = np.concatenate([start, uniform_start])
-        return self._gather(env, start)
+        return self._gather(env, start), env, start
+
+    def write_back(self, env: np.ndarray, start: np.ndarray, steps: dict[str, np.ndarray]) -> None:
+        """Overwrite stored keys of the steps at times start[i] + (0, 1, …, L−1) of env[i]: steps
+        {key: (B, L, ...)}. Steps no longer stored (overwritten since) are left alone."""
+        env, start = np.asarray(env, np.int64), np.asarray(start, np.int64)
+        for key, values in steps.items():
+            if key not in self._data:
+                raise KeyError(f"replay holds no key '{key}' to write back (it holds {sorted(self._data)})")
+            times = start[:, None] + np.arange(values.shape[1], dtype=np.int64)  # (B, L)
+            valid = (times >= self._oldest_start()) & (times < self._added)  # (B, L)
+            rows = np.broadcast_to(env[:, None], times.shape)
+            self._data[key][rows[valid], times[valid] % self.per_env_capacity] = values[valid]
 
     def sample_uniform(self, count: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """`count` uniformly drawn windows {key: (count, T, ...)} that leave the training stream

@@ -2,6 +2,9 @@
 
     replay/chunk_<start>_<end>.npz   the steps with per-env times [start, end) of every env,
                                      {key: (num_envs, end - start, ...)}, numbers zero-padded to 10
+    replay/written_back.npz          the keys that training writes back into replay (`rewritable`,
+                                     e.g. the replay context's latents) for every stored step, as
+                                     they were at the newest checkpoint; "start": the first step's time
 
 A chunk is written every `chunk_length` steps per env, and a shorter one whenever a checkpoint is
 saved (`flush`), so the disk always holds every step up to the newest checkpoint and a crash loses
@@ -16,7 +19,10 @@ the record of experience. `restore` rebuilds the replay from both:
                     the online queue is rebuilt as it was) and reported as recovered, so the trainer
                     moves its step counter past them instead of collecting them again.
 A chunk that cannot be read ends the chain there with a warning; files after a break are renamed
-`*.npz.stale` so that later chunks never overlap them.
+`*.npz.stale` so that later chunks never overlap them. Chunks are never rewritten: values written
+back into replay after a chunk was saved live in `written_back.npz`, rewritten whole at each
+checkpoint and laid over the chunks' values on restore (an unreadable one is skipped with a warning:
+the chunks' own values, as the policy stored them, stay).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from reverie.files import atomic_file
 from reverie.replay.buffer import Replay
 
 CHUNK_PATTERN = re.compile(r"^chunk_(\d{10})_(\d{10})\.npz$")
+WRITTEN_BACK = "written_back.npz"
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,10 @@ class Chunk:
 class ReplayStore:
     """Writes `replay`'s steps to `folder` as they arrive and rebuilds it from there on resume."""
 
-    def __init__(self, folder: Path, replay: Replay, chunk_length: int = 1024):
+    def __init__(self, folder: Path, replay: Replay, chunk_length: int = 1024, rewritable: tuple[str, ...] = ()):
         self.folder = Path(folder)
         self.replay = replay
+        self.rewritable = tuple(rewritable)  # keys that `Replay.write_back` changes after they were stored
         # A chunk is copied out of the ring buffer, so it must fit in it.
         self.chunk_length = max(1, min(int(chunk_length), replay.per_env_capacity))
         self.written = 0  # per-env time up to which every step is on disk
@@ -70,6 +78,11 @@ class ReplayStore:
         """Write the steps of the unfinished chunk too (before a checkpoint) and drop old chunks."""
         if self.replay.added > self.written:
             self._write(self.written, self.replay.added)
+        if self.rewritable and len(self.replay):
+            start = self.replay.added - len(self.replay) // self.replay.num_envs
+            steps = self.replay.export_steps(start, self.replay.added)
+            with atomic_file(self.folder / WRITTEN_BACK) as f:
+                np.savez(f, start=np.int64(start), **{key: steps[key] for key in self.rewritable})
         self.prune()
 
     def _write(self, start: int, end: int) -> None:
@@ -105,6 +118,7 @@ class ReplayStore:
             warnings.warn(f"the replay held {min(added, replay.per_env_capacity):,} steps per env at the "
                           f"checkpoint but {len(replay) // replay.num_envs:,} were found in {self.folder}; "
                           "resuming with those", ReverieWarning, stacklevel=2)
+        self._restore_written_back()
         recovered: list[dict[str, np.ndarray]] = []
         self.written = added
         for chunk in after:  # oldest first
@@ -121,6 +135,20 @@ class ReplayStore:
         if not recovered:
             return {}
         return {key: np.concatenate([steps[key] for steps in recovered], axis=1) for key in recovered[0]}
+
+    def _restore_written_back(self) -> None:
+        """Lay the values written back before the checkpoint over the steps read from the chunks."""
+        path = self.folder / WRITTEN_BACK
+        if not self.rewritable or not path.is_file():
+            return
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                start, steps = int(archive["start"]), {key: archive[key] for key in self.rewritable}
+            envs = np.arange(self.replay.num_envs)
+            self.replay.write_back(envs, np.full(len(envs), start), steps)
+        except Exception as error:  # noqa: BLE001 - the chunks' own values stay
+            warnings.warn(f"{path.name} is unreadable ({type(error).__name__}: {error}); resuming with the "
+                          "replay values as first stored", ReverieWarning, stacklevel=3)
 
     def _chains(self, added: int) -> tuple[list[Chunk], list[Chunk]]:
         """Contiguous chunks ending at (or spanning) time `added`, newest first, and those

@@ -52,13 +52,13 @@ class Checkpoints:
     def __init__(self, logdir: Path, agent: Agent, replay: Replay, counters: Counters,
                  episode_logs: EpisodeLogStats, rng: np.random.Generator, report_rng: np.random.Generator,
                  schedule: TrainSchedule, guard: NonfiniteGuard, *, chunk_length: int, keep: int,
-                 every_minutes: float):
+                 every_minutes: float, rewritable: tuple[str, ...] = ()):
         self.logdir = logdir
         self.folder = logdir / "checkpoints"
         self.agent, self.replay, self.counters, self.episode_logs = agent, replay, counters, episode_logs
         self.rng, self.report_rng = rng, report_rng
         self.schedule, self.guard = schedule, guard
-        self.store = ReplayStore(logdir / "replay", replay, chunk_length)
+        self.store = ReplayStore(logdir / "replay", replay, chunk_length, rewritable)
         self.keep = keep
         self.timer = Every(every_minutes * 60)
         self.recovered_steps = 0  # env steps found in replay chunks written after the checkpoint

@@ -2,7 +2,7 @@
 
 A loop made of parts. Per vector step the driver acts (random actions during the prefill), stores
 the step in replay and steps the envs; the train schedule says how many updates the train ratio
-has earned,
+has earned (each update's `replay/` outputs, the replay context's latents, go back into replay),
     updates per policy step = train_ratio / (batch_size × sequence_length),
 and the trainer runs them; then each part runs when it is due:
 
@@ -31,7 +31,7 @@ import torch
 from rich.console import Console
 
 from .. import config as config_lib
-from ..agents import make_agent
+from ..agents import WRITE_BACK_PREFIX, make_agent
 from ..config import Config
 from ..envs import make_vec_env
 from ..errors import Interrupted, UserError, notice
@@ -79,7 +79,8 @@ class Trainer:
         self.threads.measure_now()  # after the env workers started: their work is not ours
         self.agent = make_agent(self.envs.obs_space, self.envs.act_space, cfg, self.device)
         B, T, N = self.agent.batch_size, self.agent.sequence_length, self.envs.num_envs
-        self.replay = Replay(cfg.replay.capacity, B, T, N, cfg.replay.online, cfg.seed)
+        C = self.agent.context_length  # windows hold C context steps before the T trained on
+        self.replay = Replay(cfg.replay.capacity, B, C + T, N, cfg.replay.online, cfg.seed)
         self.counters = Counters(next_eval=0 if cfg.run.eval_every else -1)
         self.rng = np.random.default_rng(cfg.seed)  # the prefill's random actions
         self.report_rng = np.random.default_rng(cfg.seed + 1)  # report batches leave training's RNG alone
@@ -89,7 +90,8 @@ class Trainer:
         self.checkpoints = Checkpoints(
             self.logdir, self.agent, self.replay, self.counters, self.episode_logs, self.rng, self.report_rng,
             self.schedule, self.guard, chunk_length=cfg.replay.chunk_length, keep=cfg.run.keep_checkpoints,
-            every_minutes=cfg.run.checkpoint_every)
+            every_minutes=cfg.run.checkpoint_every,
+            rewritable=tuple(self.agent.replay_fields) if C else ())  # the context's latents are written back
         self.store = self.checkpoints.store  # the replay on disk
         self.driver = Driver(self.envs, self.agent, self.replay, self.rng, self.episode_logs,
                              persist=self.checkpoints.write_replay_due)
@@ -172,11 +174,21 @@ class Trainer:
         if not self.replay.ready:
             return metrics
         while self.schedule.owed:
-            metrics.append(self.agent.train_step(self.replay.sample()))  # a (B, T) batch
+            batch, env, start = self.replay.sample_windows()  # a (B, C + T) batch and where it lies
+            metrics.append(self.agent.train_step(batch))
+            self.write_back(metrics[-1], env, start)
             self.guard.watch(metrics[-1])
             self.schedule.spend()
             self.progress.update(self.counters.step, {"updates": self.counters.updates})
         return metrics
+
+    def write_back(self, metrics: dict[str, torch.Tensor], env: np.ndarray, start: np.ndarray) -> None:
+        """Move the update's `replay/` outputs (B, T, ...) out of its metrics into the replay steps
+        after the batch's context (the replay context's recomputed latents)."""
+        keys = [key for key in metrics if key.startswith(WRITE_BACK_PREFIX)]
+        if keys:
+            steps = {key[len(WRITE_BACK_PREFIX):]: metrics.pop(key).cpu().numpy() for key in keys}
+            self.replay.write_back(env, start + self.agent.context_length, steps)
 
     # ------------------------------------------------------------------------------------------
     def open_outputs(self) -> None:

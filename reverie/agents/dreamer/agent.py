@@ -7,8 +7,11 @@ routed the same way whenever the actor backpropagates through the model, so the 
 moves the world model or the critic.
 
 It implements the agent contract (`reverie.agents.contract`): the carried state is the RSSM's
-{deter, stoch} and the previous action; `act` returns no replay extras; the checkpointed state
-is the weights (slow critic and return normaliser included) and the optimisers' states.
+{deter, stoch} and the previous action; with the replay context (`replay.context` C > 0) `act`
+returns each step's latent as replay extras and `train_step` starts from the stored latent of a
+window's step C−1 and returns the recomputed latents to write back (`replay_context.py`); the
+checkpointed state is the weights (slow critic and return normaliser included) and the optimisers'
+states.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import torch
 from torch import nn
 
 from reverie import kernels
-from reverie.agents import MODES, register
+from reverie.agents import MODES, WRITE_BACK_PREFIX, register
+from reverie.agents.dreamer import replay_context
 from reverie.agents.dreamer.actor_critic import ActorCritic
 from reverie.agents.dreamer.world_model import WorldModel
 from reverie.config import Config
@@ -35,7 +39,6 @@ LOSS_GROUPS = {"model": ("rec", "rew", "con", "dyn", "rep", "repval"), "actor": 
 @register("dreamer")
 class DreamerAgent(nn.Module):
     eval_mode = "eval"  # the policy's mode; "train" samples
-    replay_fields: dict = {}  # nothing stored beside the observations, action and step flags
 
     def __init__(self, obs_space: dict, act_space, cfg: Config, device: str | torch.device = "cpu"):
         super().__init__()
@@ -54,6 +57,9 @@ class DreamerAgent(nn.Module):
             self.planner = CEMPlanner(act_space, p.horizon, p.candidates, p.iterations, p.top_k)
         needs_ac = b.kind == "actor_critic" or b.planner.value
         self.ac = ActorCritic(self.wm.feat_dim, act_space, b, cfg.model.norm, cfg.model.act) if needs_ac else None
+        self.context_length = cfg.replay.context  # C steps before each sequence: the replay context
+        # stored beside the observations, action and step flags: each step's latent, for the context
+        self.replay_fields = replay_context.latent_fields(self.wm.rssm) if self.context_length else {}
         self.obs_keys = sorted(set(self.wm.encoder.mlp_keys + self.wm.encoder.cnn_keys
                                    + self.wm.decoder.mlp_keys + self.wm.decoder.cnn_keys))
         self.to(self.device)
@@ -102,7 +108,8 @@ class DreamerAgent(nn.Module):
     def act(self, state: dict[str, torch.Tensor], obs: dict, mode: str = "train"):
         """One policy step for N envs: obs holds (N, ...) observation keys and is_first (N,).
         Returns the new state, actions (N, A) as a float32 numpy array in the agent's action
-        format (one-hots for discrete, [-1, 1] for continuous) and no replay extras ({})."""
+        format (one-hots for discrete, [-1, 1] for continuous) and the replay extras: the latent each
+        step reached with the replay context, else {}."""
         if mode not in MODES:
             raise ValueError(f"unknown act mode '{mode}'; use train, eval or random")
         data = self.to_tensors({k: obs[k] for k in self.wm.encoder.mlp_keys + self.wm.encoder.cnn_keys})
@@ -129,14 +136,23 @@ class DreamerAgent(nn.Module):
                 action = action + noise * torch.randn_like(action)
             action = action.clamp(-1.0, 1.0)
         new_state = {"deter": rssm_state["deter"].float(), "stoch": rssm_state["stoch"].float(), "action": action}
-        return new_state, action.cpu().numpy(), {}
+        extras = {}
+        if self.context_length:
+            extras = {k: v.cpu().numpy() for k, v in replay_context.encode(self.wm.rssm, rssm_state).items()}
+        return new_state, action.cpu().numpy(), extras
 
     # ------------------------------------------------------------------------------------------
     def compute_losses(self, data: dict[str, torch.Tensor]):
-        """All losses of one update: ({name: per-sample loss}, metrics)."""
+        """All losses of one update on a (B, C + T) batch: ({name: per-sample loss (B, T)}, metrics);
+        with the replay context the metrics hold the recomputed latents under `replay/` keys."""
         B = data["is_first"].shape[0]
+        start = self.wm.initial(B, self.device)
+        if self.context_length:
+            start, data = replay_context.split(data, self.context_length, start, self.wm.rssm)
         with self._compute_scope():
-            losses, post, metrics = self.wm.loss(data, self.wm.initial(B, self.device))
+            losses, post, metrics = self.wm.loss(data, start)
+            if self.context_length:
+                metrics.update(replay_context.write_back(self.wm.rssm, post))
             if self.ac is not None:
                 ac_losses, ac_metrics = self.ac.loss(self.wm, post, data, self.cfg.model.contdisc)
                 losses.update(ac_losses)
@@ -152,7 +168,7 @@ class DreamerAgent(nn.Module):
         return self.planner.plan(self.wm, state, value_fn=value_fn)
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        """One gradient update of world model, actor and critic on a (B, T) batch.
+        """One gradient update of world model, actor and critic on a (B, C + T) batch.
 
         Non-finite guard, without a host sync: when the batch, the loss or the global gradient norm
         holds NaN or inf, the update is skipped as a whole (weights, optimiser state, slow critic and the
@@ -179,6 +195,9 @@ class DreamerAgent(nn.Module):
             for buffer, old in zip(buffers, saved):
                 buffer.copy_(torch.where(finite, buffer, old))
         metrics = {k: v.detach() for k, v in metrics.items()}
+        for key in replay_context.KEYS if self.context_length else ():  # a skipped update writes back
+            out = WRITE_BACK_PREFIX + key  # what replay held: no NaN latent enters it
+            metrics[out] = torch.where(finite, metrics[out], data[key][:, self.context_length:])
         metrics.update({f"loss/{k}": v.detach().float().mean() for k, v in losses.items()})
         metrics["loss/total"] = total.detach()
         metrics["train/grad_norm"] = grad_norm
