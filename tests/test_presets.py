@@ -53,3 +53,24 @@ def test_presets_are_listed_and_documented_in_the_readme():
     for name in [*PRESETS, "small2023", "medium2023", "large2023", "xlarge2023"]:
         assert name in C.available_presets()
         assert f"`{name}`" in readme, name
+
+
+@pytest.mark.parametrize("suite, envs, prefill", [("dmc_proprio", 16, 0), ("dmc_vision", 16, 0), ("atari", 16, 0),
+                                                  ("atari100k", 1, 0), ("crafter", 1, 0), ("classic", 1, 1000)])
+def test_suites_step_the_official_env_count_and_the_policy_acts_from_step_0(suite, envs, prefill):
+    """danijar/dreamerv3 configs.yaml: run.envs 16, atari100k and crafter 1; no random prefill
+    (classic keeps the 1000 its CartPole benchmark was measured with)."""
+    cfg = C.make_config(C.compose_presets(["dreamerv3", suite]))
+    assert (cfg.env.num_envs, cfg.run.prefill) == (envs, prefill)
+    if suite != "classic":  # which sets its own
+        assert C.make_config(C.compose_presets(["dreamerv2", suite])).run.prefill == 5000  # dreamerv2's dmc value
+
+
+def test_without_prefill_training_starts_once_replay_holds_one_batch(tmp_path):
+    overrides = {**FAST, "run.prefill": 0, "run.train_every": 1, "run.train_ratio": 64}  # 1 update per step
+    short = reverie.train("CartPole-v1", logdir=tmp_path / "a", presets=["debug"], steps=63, overrides=overrides,
+                          progress=False)
+    assert short["updates"] == 0  # 63 steps < batch 4 × 16
+    longer = reverie.train("CartPole-v1", logdir=tmp_path / "b", presets=["debug"], steps=70, overrides=overrides,
+                           progress=False)
+    assert longer["updates"] == 70 - 64 + 1  # from the 64th step on, one per step

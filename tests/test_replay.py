@@ -329,3 +329,12 @@ def test_property_every_window_is_consecutive_within_one_env(
             np.testing.assert_array_equal(batch["vector"][..., 0], 1000 * batch["env"] + batch["t"])
     assert len(replay) == num_envs * min(num_steps, per_env_capacity)
     assert replay.ready == (num_steps >= batch_length)
+
+
+def test_holds_batch_once_one_batch_of_steps_is_stored():
+    replay = Replay(capacity=100, batch_size=4, batch_length=3, num_envs=2, online=False)
+    for _ in range(5):  # 10 steps: windows exist but fewer than 4 × 3 steps
+        replay.add({"x": np.zeros((2, 1))})
+    assert replay.ready and not replay.holds_batch
+    replay.add({"x": np.zeros((2, 1))})
+    assert replay.holds_batch

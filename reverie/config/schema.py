@@ -33,7 +33,9 @@ class EnvConfig:
 @dataclass
 class RunConfig:
     steps: int = 50_000  # total env (policy) steps of the run; a resumed run continues up to it
-    prefill: int = 1000  # random-policy steps before training starts
+    # random-policy steps first; 0 (official DreamerV3): the policy acts from step 0. Training starts
+    # after the prefill once replay holds one batch (batch_size × its window length) of steps
+    prefill: int = 0
     train_ratio: float = 512.0  # replayed steps per policy step (DESIGN §3)
     eval_every: int = 5000  # policy steps between evaluations; 0: none during the run
     eval_episodes: int = 10

@@ -147,6 +147,12 @@ class Replay:
         return self._stored_per_env >= self.batch_length
 
     @property
+    def holds_batch(self) -> bool:
+        """True once the replay holds at least one batch's worth of steps (batch_size × batch_length)
+        and a full window can be sampled: when official DreamerV3 starts training."""
+        return self.ready and len(self) >= self.batch_size * self.batch_length
+
+    @property
     def queue_length(self) -> int:
         """Fresh windows waiting in the online queue (some may be overwritten before they are served)."""
         return len(self._queue)

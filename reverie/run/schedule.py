@@ -6,7 +6,7 @@ B × T = `agent.batch_size` × `agent.sequence_length` steps, so each policy ste
     updates per policy step = train_ratio / (B × T)
 
 of credit, held in `counters.credit`; each whole credit is one update. Nothing is earned during
-the random prefill (`run.prefill` steps) nor before replay holds a full sequence. With
+the random prefill (`run.prefill` steps) nor before replay holds one batch of steps (B × window length). With
 `run.train_every` = K > 1 the credit accumulates and the updates run in bursts, at the steps where
 the step count crosses a multiple of K.
 

@@ -163,7 +163,7 @@ class Trainer:
 
     def train_due(self) -> list[dict[str, torch.Tensor]]:
         """The updates the train ratio has earned with the policy step just taken, when a burst is due."""
-        if not self.schedule.earn(self.replay.ready):
+        if not self.schedule.earn(self.replay.holds_batch):
             return []
         return self.run_updates()
 
