@@ -91,7 +91,7 @@ def test_a_suite_does_not_warn_about_the_size_preset_it_includes():
         for names in (["classic"], ["dmc_proprio"], ["size1m"], ["size12m"], ["classic", "size12m"]):
             C.make_config(C.compose_presets(names))
     assert C.make_config(C.compose_presets(["size12m"])).model.rssm.deter == 2048
-    with pytest.warns(ReverieWarning, match=r"suite preset 'classic' overrides 11 keys of the size preset 'size12m'"):
+    with pytest.warns(ReverieWarning, match=r"suite preset 'classic' overrides 12 keys of the size preset 'size12m'"):
         assert C.make_config(["size12m", "classic"]).model.rssm.deter == 512
 
 

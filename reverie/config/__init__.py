@@ -56,6 +56,7 @@ from reverie.config.schema import (  # noqa: F401 - re-exported: `from reverie.c
     DecoderConfig,
     EncoderConfig,
     EnvConfig,
+    ExploreConfig,
     HeadConfig,
     KernelConfig,
     LossScales,
@@ -279,6 +280,14 @@ def validate(cfg: Config) -> None:
         (cfg.behavior.critic.slow_every >= 1, "behavior.critic.slow_every must be ≥ 1"),
         (cfg.behavior.retnorm.kind in ("percentile", "none"), "behavior.retnorm.kind must be percentile or none"),
         (cfg.behavior.kind in ("actor_critic", "planner"), "behavior.kind must be actor_critic or planner"),
+        (not cfg.behavior.explore.enabled or cfg.behavior.kind == "actor_critic",
+         "behavior.explore (Plan2Explore) needs behavior.kind=actor_critic: it trains a second actor-critic"),
+        (not cfg.behavior.explore.enabled or cfg.behavior.explore.models >= 2,
+         "behavior.explore.models must be ≥ 2: the intrinsic reward is the ensemble members' disagreement"),
+        (not cfg.behavior.explore.enabled or (min(cfg.behavior.explore.extr, cfg.behavior.explore.disag) >= 0
+                                              and cfg.behavior.explore.extr + cfg.behavior.explore.disag > 0),
+         "behavior.explore.extr and .disag must be ≥ 0, not both 0: the exploration actor's advantage weights"),
+        (cfg.behavior.explore.until >= 0, "behavior.explore.until must be ≥ 0 (0: explore for the whole run)"),
         (cfg.optim.kind in ("laprop", "adam"), "optim.kind must be laprop or adam"),
     ]
     for ok, message in checks:

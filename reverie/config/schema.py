@@ -185,6 +185,22 @@ class PlannerConfig:
 
 
 @dataclass
+class ExploreConfig:
+    """Plan2Explore (Sekar et al. 2020) as DreamerV3 2023 trains it (its `expl_rewards`, `disag_*`,
+    `expl_until`): an exploration actor on ensemble disagreement beside the task actor
+    (reverie/agents/dreamer/explore.py). Its actor and critics take `behavior.actor` / `critic`."""
+
+    enabled: bool = False  # train the exploration actor and the ensemble (`--preset plan2explore`)
+    until: int = 0  # train-mode policy steps the exploration actor acts in; 0: the whole run (2023 expl_until)
+    extr: float = 1.0  # weight of the extrinsic advantage in the exploration actor's (2023 expl_rewards.extr)
+    disag: float = 0.1  # weight of the disagreement advantage (2023 expl_rewards.disag)
+    models: int = 8  # ensemble members, each predicting the next stoch from (deter, stoch, action)
+    units: int = 64  # each member's MLP (2023 disag_head: the critic's size; size presets set both)
+    layers: int = 3
+    outscale: float = 1.0  # output layer init scale (2023 disag_head.outscale)
+
+
+@dataclass
 class BehaviorConfig:
     imag_horizon: int = 15
     imag_last: int = 0  # imagine from the last K posterior states of each sequence; 0 = all
@@ -196,6 +212,7 @@ class BehaviorConfig:
     repval: bool = True  # replay value loss
     kind: str = "actor_critic"  # actor_critic | planner (CEM on the world model, PlaNet)
     planner: PlannerConfig = field(default_factory=lambda: PlannerConfig())
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
 
 
 @dataclass
@@ -219,6 +236,8 @@ class OptimConfig:
     model: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(1e-4, 1e-8, 1000.0))
     actor: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(3e-5, 1e-5, 100.0))
     critic: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(3e-5, 1e-5, 100.0))
+    # Plan2Explore's ensemble (2023 expl_opt); its exploration actor and critics take `actor` / `critic`
+    ensemble: AdamGroupConfig = field(default_factory=lambda: AdamGroupConfig(1e-4, 1e-5, 100.0))
 
 
 @dataclass

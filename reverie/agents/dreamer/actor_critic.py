@@ -18,12 +18,23 @@ of the replayed sequence, bootstrapped from the imagined returns, and its gradie
 the world model. Variants: `retnorm.kind=none` leaves advantages unscaled (V1/V2); the slow critic
 is an EMA every update (V3) or a copy every 100 (V2's target network, `slow_rate=1, slow_every=100`)
 and with `slow_target` it supplies the bootstrap values and the baseline (V2).
+
+Several rewards (Plan2Explore's exploration actor, `explore.py`): each reward k has its own critic,
+slow critic and return normaliser, and the actor follows the weighted mean of their advantages,
+
+    adv_t = Σ_k w_k·(R^λ_{k,t} − v_k(s_t)) / max(1, S_k) / Σ_k w_k
+
+(DreamerV3 2023 `ImagActorCritic`). The extrinsic reward (the world model's reward head) keeps the
+attributes `critic`, `slow_critic`, `retnorm` and the loss `value`; a further reward `name` lives in
+`intrinsic[name]` with the loss `value_name`. With the extrinsic reward alone (weight 1) this is the
+single-critic loss above.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -78,34 +89,66 @@ class Actor(nn.Module):
         return BoundedNormal(mean, std, self.cfg.minstd, self.cfg.maxstd)
 
 
+# r(s_t) at every imagined state: (world model, features (N, H+1, F), actions (N, H+1, A)) → (N, H+1)
+RewardFn = Callable[[WorldModel, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def extrinsic_reward(wm: WorldModel, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """The world model's reward head: (N, H+1, F) → (N, H+1)."""
+    return wm.reward(feat).mean()
+
+
 class ActorCritic(nn.Module):
-    def __init__(self, feat_dim: int, act_space, cfg: BehaviorConfig, norm="rms", act="silu"):
+    """An actor and one critic per reward (module docstring). `extr`: the weight of the extrinsic
+    reward's advantage; `intrinsic`: {name: (weight, reward function)} of further rewards (the
+    functions are called, not owned: a module behind one is registered where it is trained)."""
+
+    def __init__(self, feat_dim: int, act_space, cfg: BehaviorConfig, norm="rms", act="silu",
+                 extr: float = 1.0, intrinsic: dict[str, tuple[float, RewardFn]] | None = None):
         super().__init__()
         self.cfg = cfg
         self.discrete = act_space.discrete
         self.actor = Actor(feat_dim, act_space, cfg.actor, norm, act)
-        c = cfg.critic
-        self.critic = ScalarHead(feat_dim, c.units, c.layers, c.dist, c.bins, c.outscale, norm, act)
-        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic, self.slow_critic, self.retnorm = self._value_model(feat_dim, cfg, norm, act)
         self.register_buffer("slow_updates", torch.zeros((), dtype=torch.int64))  # applied updates
         grad = cfg.actor.grad
         self.backprop = grad == "dynamics" or (grad == "auto" and not act_space.discrete)
-        r = cfg.retnorm
-        self.retnorm = ops.ReturnNormalizer(r.rate, r.limit, r.lo, r.hi)
         self.discount = 1.0 - 1.0 / cfg.horizon
+        intrinsic = intrinsic or {}
+        self.intrinsic = nn.ModuleDict()  # name → {critic, slow_critic, retnorm} of each further reward
+        for name in intrinsic:
+            critic, slow_critic, retnorm = self._value_model(feat_dim, cfg, norm, act)
+            self.intrinsic[name] = nn.ModuleDict({"critic": critic, "slow_critic": slow_critic, "retnorm": retnorm})
+        self.weights = {"": extr, **{name: weight for name, (weight, _) in intrinsic.items()}}
+        self.reward_fns = {"": extrinsic_reward, **{name: fn for name, (_, fn) in intrinsic.items()}}
+
+    @staticmethod
+    def _value_model(feat_dim: int, cfg: BehaviorConfig, norm: str, act: str):
+        """(critic, slow critic, return normaliser) of one reward."""
+        c, r = cfg.critic, cfg.retnorm
+        critic = ScalarHead(feat_dim, c.units, c.layers, c.dist, c.bins, c.outscale, norm, act)
+        return critic, copy.deepcopy(critic).requires_grad_(False), ops.ReturnNormalizer(r.rate, r.limit, r.lo, r.hi)
+
+    def value_models(self):
+        """(name, critic, slow critic, return normaliser) per reward, the extrinsic one (name "") first."""
+        yield "", self.critic, self.slow_critic, self.retnorm
+        for name, m in self.intrinsic.items():
+            yield name, m["critic"], m["slow_critic"], m["retnorm"]
 
     @torch.no_grad()
     def update_slow_critic(self, apply: torch.Tensor | None = None) -> None:
-        """θ_slow ← (1 − rate)·θ_slow + rate·θ every `slow_every` applied updates; nothing moves
-        where the bool tensor `apply` is False (a skipped update). No host sync."""
-        slow = list(self.slow_critic.parameters())
+        """θ_slow ← (1 − rate)·θ_slow + rate·θ every `slow_every` applied updates, for every reward's
+        critic; nothing moves where the bool tensor `apply` is False (a skipped update). No host sync."""
+        pairs = [(s, p) for _, critic, slow_critic, _ in self.value_models()
+                 for s, p in zip(slow_critic.parameters(), critic.parameters())]
+        slow, fast = [s for s, _ in pairs], [p for _, p in pairs]
         c = self.cfg.critic
         if apply is None:
             apply = torch.ones((), dtype=torch.bool, device=slow[0].device)
         self.slow_updates += apply.long()
         due = apply & (self.slow_updates % c.slow_every == 0)
         weight = due.to(slow[0].dtype) * c.slow_rate  # () rate or 0
-        torch._foreach_lerp_(slow, list(self.critic.parameters()), [weight] * len(slow))
+        torch._foreach_lerp_(slow, fast, [weight] * len(slow))
 
     def model_grad(self):
         """Gradients through the world model in imagination only for dynamics backprop."""
@@ -140,7 +183,8 @@ class ActorCritic(nn.Module):
         return torch.stack(feats, 1), torch.stack(actions, 1), torch.stack(raws, 1)
 
     def loss(self, wm: WorldModel, post: dict[str, torch.Tensor], data: dict[str, torch.Tensor], contdisc: bool):
-        """Imagination losses (policy, value) and the replay value loss (repval).
+        """Imagination losses (policy; value, and value_<name> per further reward) and the replay
+        value loss (repval, extrinsic).
 
         post: posterior sequence {deter (B, T, D), stoch (B, T, S, K)} with gradients (the replay
         value loss trains the world model through it). Returns ({name: per-sample loss}, metrics).
@@ -152,48 +196,61 @@ class ActorCritic(nn.Module):
         start = {k: v.detach().flatten(0, 1) for k, v in post.items()}  # (B·K, ...)
         feat, action, policy_raw = self.imagine(wm, start, self.cfg.imag_horizon)  # (N, H+1, ·)
         with self.model_grad():
-            reward = wm.reward(feat).mean()  # (N, H+1)
+            rewards = {name: fn(wm, feat, action) for name, fn in self.reward_fns.items()}  # (N, H+1) each
             cont = wm.cont(feat).mean()  # (N, H+1): γ·(1 − terminal) when contdisc
         disc = 1.0 if contdisc else self.discount
         weight = torch.cumprod(disc * cont.detach(), 1) / disc  # (N, H+1)
+        w = weight[:, :-1].detach()
 
-        value_dist = self.critic(feat.detach())
-        value = value_dist.mean().detach()  # (N, H+1)
-        slow_value = self.slow_critic(feat.detach()).mean().detach()
-        baseline = slow_value if self.cfg.critic.slow_target else value  # v(s_t) in the advantage
-        if self.backprop:  # the bootstrap, differentiable through the imagined features
-            bootstrap = (self.slow_critic if self.cfg.critic.slow_target else self.critic)(feat).mean()
-        else:
-            bootstrap = baseline  # the same values bootstrap the λ-returns
-        ret = ops.lambda_return(reward, disc * cont, self.cfg.lam, bootstrap)  # (N, H)
-        if self.cfg.retnorm.kind == "percentile":
-            if self.training:
-                self.retnorm.update(ret)
-            _, scale = self.retnorm.stats()
-        else:
-            scale = torch.ones((), device=ret.device)
-        adv = (ret - baseline[:, :-1]) / scale  # (N, H)
+        total = sum(self.weights.values())
+        advs, returns, value_losses, metrics = [], {}, {}, {}
+        for name, critic, slow_critic, retnorm in self.value_models():
+            suffix = f"_{name}" if name else ""
+            returns[name], adv_k, value_loss, mets = self.score(rewards[name], disc * cont, feat, critic,
+                                                                slow_critic, retnorm)
+            advs.append(adv_k * (self.weights[name] / total))  # (N, H)
+            value_losses["value" + suffix] = w * value_loss
+            metrics.update({k + suffix: v for k, v in mets.items()})
+        adv = sum(advs)  # (N, H)
 
         policy = self.actor.dist(policy_raw)
         entropy = policy.entropy()[:, :-1]
-        w = weight[:, :-1].detach()
         if self.backprop:  # the gradient of the return itself, through the model
             losses = {"policy": -w * (adv + self.cfg.actor.entropy * entropy)}
         else:
             logpi = policy.log_prob(action)[:, :-1]
             losses = {"policy": -w * (logpi * adv.detach() + self.cfg.actor.entropy * entropy)}
-        ret = ret.detach()
-        losses["value"] = w * self.critic_loss(value_dist, ret, slow_value)
-
-        metrics = {
-            "imag/return": ret.mean(), "imag/adv_mag": adv.abs().mean(), "imag/value": value.mean(),
-            "imag/reward": reward.mean(), "imag/cont": cont.mean(), "imag/weight": weight.mean(),
-            "imag/entropy": entropy.mean(), "imag/return_scale": scale,
-        }
+        losses.update(value_losses)
+        metrics.update({"imag/adv_mag": adv.abs().mean(), "imag/cont": cont.mean(), "imag/weight": weight.mean(),
+                        "imag/entropy": entropy.mean()})
         if self.cfg.repval:
-            bootstrap = ret[:, 0].reshape(B, K)  # imagined return from each posterior state
+            bootstrap = returns[""].detach()[:, 0].reshape(B, K)  # imagined extrinsic return from each posterior state
             losses["repval"] = self.replay_value_loss(post, data, bootstrap, wm)
         return losses, {k: v.detach() for k, v in metrics.items()}
+
+    def score(self, reward, discount, feat, critic, slow_critic, retnorm):
+        """One reward's λ-return R^λ (N, H), its normalised advantage (R^λ − v)/max(1, S) (N, H), its
+        critic's loss (N, H) and metrics. reward, discount (N, H+1); feat (N, H+1, F)."""
+        value_dist = critic(feat.detach())
+        value = value_dist.mean().detach()  # (N, H+1)
+        slow_value = slow_critic(feat.detach()).mean().detach()
+        baseline = slow_value if self.cfg.critic.slow_target else value  # v(s_t) in the advantage
+        if self.backprop:  # the bootstrap, differentiable through the imagined features
+            bootstrap = (slow_critic if self.cfg.critic.slow_target else critic)(feat).mean()
+        else:
+            bootstrap = baseline  # the same values bootstrap the λ-returns
+        ret = ops.lambda_return(reward, discount, self.cfg.lam, bootstrap)  # (N, H)
+        if self.cfg.retnorm.kind == "percentile":
+            if self.training:
+                retnorm.update(ret)
+            _, scale = retnorm.stats()
+        else:
+            scale = torch.ones((), device=ret.device)
+        adv = (ret - baseline[:, :-1]) / scale  # (N, H)
+        value_loss = self.critic_loss(value_dist, ret.detach(), slow_value)
+        metrics = {"imag/return": ret.detach().mean(), "imag/value": value.mean(), "imag/reward": reward.mean(),
+                   "imag/return_scale": scale}
+        return ret, adv, value_loss, metrics
 
     def replay_value_loss(self, post, data, bootstrap, wm: WorldModel) -> torch.Tensor:
         """Critic loss towards λ-returns of the replayed sequence, bootstrapped from imagined returns.

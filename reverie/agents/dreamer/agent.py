@@ -11,7 +11,8 @@ It implements the agent contract (`reverie.agents.contract`): the carried state 
 returns each step's latent as replay extras and `train_step` starts from the stored latent of a
 window's step C−1 and returns the recomputed latents to write back (`replay_context.py`); the
 checkpointed state is the weights (slow critic and return normaliser included) and the optimisers'
-states.
+states. With Plan2Explore (`behavior.explore`, explore.py) an exploration actor acts in training
+and the task actor is evaluated.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 
 from reverie import kernels
 from reverie.agents import MODES, WRITE_BACK_PREFIX, register
-from reverie.agents.dreamer import replay_context
+from reverie.agents.dreamer import explore, replay_context
 from reverie.agents.dreamer.actor_critic import ActorCritic
 from reverie.agents.dreamer.world_model import WorldModel
 from reverie.config import Config
@@ -33,7 +34,7 @@ from reverie.kernels.precision import float32_for_few_rows
 from reverie.nn.optim import Adam, LaProp, global_norm
 
 LOSS_GROUPS = {"model": ("rec", "rew", "con", "dyn", "rep", "repval"), "actor": ("policy",),
-               "critic": ("value", "repval")}  # which losses train which parameters
+               "critic": ("value", "repval"), **explore.LOSS_GROUPS}  # which losses train which parameters
 
 
 @register("dreamer")
@@ -56,7 +57,11 @@ class DreamerAgent(nn.Module):
             p = b.planner
             self.planner = CEMPlanner(act_space, p.horizon, p.candidates, p.iterations, p.top_k)
         needs_ac = b.kind == "actor_critic" or b.planner.value
-        self.ac = ActorCritic(self.wm.feat_dim, act_space, b, cfg.model.norm, cfg.model.act) if needs_ac else None
+        if needs_ac and b.explore.enabled:  # Plan2Explore: the task actor-critic plus an exploration one (explore.py)
+            self.ac = explore.Plan2Explore(self.wm.feat_dim, self.wm.rssm.stoch_dim, act_space, b, cfg.model.norm,
+                                           cfg.model.act)
+        else:
+            self.ac = ActorCritic(self.wm.feat_dim, act_space, b, cfg.model.norm, cfg.model.act) if needs_ac else None
         self.context_length = cfg.replay.context  # C steps before each sequence: the replay context
         # stored beside the observations, action and step flags: each step's latent, for the context
         self.replay_fields = replay_context.latent_fields(self.wm.rssm) if self.context_length else {}
@@ -66,6 +71,8 @@ class DreamerAgent(nn.Module):
         self.param_groups = {"model": list(self.wm.parameters())}
         if self.ac is not None:
             self.param_groups.update(actor=list(self.ac.actor.parameters()), critic=list(self.ac.critic.parameters()))
+        if isinstance(self.ac, explore.Plan2Explore):  # expl_actor, expl_critic, ensemble
+            self.param_groups.update(self.ac.param_groups())
         o = cfg.optim
         if o.kind == "laprop":
             params = [p for group in self.param_groups.values() for p in group]
@@ -73,10 +80,13 @@ class DreamerAgent(nn.Module):
                                              agc_pmin=o.agc_pmin, warmup=o.warmup)}
         else:
             self.optimizers = {name: Adam(params, lr=g.lr, betas=(o.beta1, o.beta2), eps=g.eps, clip=g.clip, wd=g.wd)
-                               for name, params in self.param_groups.items() for g in [getattr(o, name)]}
+                               for name, params in self.param_groups.items()
+                               for g in [getattr(o, explore.OPTIM.get(name, name))]}
         self.route_gradients = o.kind == "adam" or (self.ac is not None and self.ac.backprop)
         scales = cfg.loss_scales
         self.scales = {k: getattr(scales, k) for k in ("rec", "rew", "con", "dyn", "rep", "policy", "value", "repval")}
+        if isinstance(self.ac, explore.Plan2Explore):
+            self.scales.update(self.ac.loss_scales(scales))
         if cfg.run.compile:  # the functions marked @compiled (kernels.compile.COMPILED) run compiled
             compile_kernels.prepare()
 
@@ -127,7 +137,7 @@ class DreamerAgent(nn.Module):
                 action = self.plan(rssm_state)  # over candidates × envs rows
             else:
                 with few_rows:
-                    policy = self.ac.actor(self.wm.features(rssm_state))
+                    policy = self.behavior_for(mode, len(is_first))(self.wm.features(rssm_state))
                     action = policy.sample() if mode == "train" else policy.mode()
         action = action.float()
         if not self.act_space.discrete:
@@ -265,3 +275,14 @@ class DreamerAgent(nn.Module):
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         return result
+
+    # ------------------------------------------------------------------------------------------
+    # Plan2Explore (behavior.explore, explore.py): which actor acts
+    def behavior_for(self, mode: str, envs: int = 0):
+        """The actor `act` samples from ("train") or takes the mode of (`eval_mode`) for one call of
+        `envs` envs: with Plan2Explore in "train" mode the exploration actor for the first
+        `behavior.explore.until` train-mode policy steps (0: all), which it counts, else the task
+        actor `self.ac.actor` (always without Plan2Explore)."""
+        if isinstance(self.ac, explore.Plan2Explore):
+            return self.ac.actor_for(mode, envs)
+        return self.ac.actor
