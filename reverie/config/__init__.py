@@ -260,6 +260,7 @@ def validate(cfg: Config) -> None:
         (cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be ≥ 1"),
         (cfg.run.threads >= 0, "run.threads must be ≥ 0 (0: as many as the cores other processes leave free)"),
         (cfg.run.max_nonfinite_updates >= 0, "run.max_nonfinite_updates must be ≥ 0 (0 never stops)"),
+        (cfg.replay.storage in ("memory", "disk"), f"replay.storage must be memory or disk, got {cfg.replay.storage!r}"),
         (cfg.replay.chunk_length >= 1, "replay.chunk_length must be ≥ 1"),
         (cfg.replay.context >= 0, "replay.context must be ≥ 0 (1: start from the stored latent, 0: from zeros)"),
         (cfg.replay.capacity >= cfg.batch_length + cfg.replay.context,

@@ -62,6 +62,8 @@ class ReplayConfig:
     # replayed sequences start from the latent stored at the step before them (official replay_context: 1);
     # 0 until its CartPole and DMC benchmarks are measured (issue 17)
     context: int = 0
+    # memory: every step in RAM | disk: image steps in memory-mapped files under logdir/replay/ring/
+    storage: str = "memory"
 
 
 @dataclass

@@ -4,7 +4,9 @@ Storage. The buffer holds `capacity` steps over all envs as one ring per env: ea
 `capacity // num_envs` slots (the remainder is unused), so the oldest steps of every env are
 overwritten first once its ring is full. Arrays are allocated on the first `add` from the keys,
 shapes and dtypes seen there, with shape (num_envs, per_env_capacity, ...) per key; the dtype is
-kept exactly (uint8 images stay uint8).
+kept exactly (uint8 images stay uint8). With `storage="disk"` the image keys (uint8, ≥ 3 dims per
+step) are memory-mapped files in `folder` instead (`reverie.replay.disk`): the OS pages them, RAM
+holds only the small keys.
 
 Windows. A window is T = `batch_length` consecutive steps of one env, all still stored. Windows run
 across episode boundaries (a window may hold an `is_first` step in its middle: the model resets its
@@ -41,22 +43,12 @@ from typing import Any
 import numpy as np
 
 from reverie.errors import CheckpointError, ConfigError, UserError
+from reverie.replay.disk import DiskRing, on_disk
+from reverie.replay.disk import format_bytes as _format_bytes
 
 StepSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
 
 _STATE_VERSION = 2
-
-
-def _format_bytes(num_bytes: int) -> str:
-    """Human-readable size in binary units: '512 B', '1.50 KiB', '1.15 GiB'."""
-    if num_bytes < 1024:
-        return f"{num_bytes} B"
-    size = float(num_bytes)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        size /= 1024.0
-        if size < 1024.0 or unit == "TiB":
-            return f"{size:.2f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -76,7 +68,12 @@ class Replay:
         num_envs: int = 1,
         online: bool = True,
         seed: int = 0,
+        storage: str = "memory",
+        folder: Any = None,
     ) -> None:
+        if storage not in ("memory", "disk") or (storage == "disk" and folder is None):
+            raise ConfigError(f"replay storage must be memory or disk (disk needs a folder), got {storage!r}")
+        self.storage = storage
         self.batch_size = _positive_int("batch_size", batch_size)
         self.batch_length = _positive_int("batch_length", batch_length)
         self.num_envs = _positive_int("num_envs", num_envs)
@@ -96,6 +93,7 @@ class Replay:
         self._first = 0  # time of the oldest step ever stored since the last restore
         self._queue: collections.deque[tuple[int, int]] = collections.deque()  # (env, start t)
         self._queue_limit = self.num_envs * (self.per_env_capacity // self.batch_length)
+        self._ring = DiskRing(folder, self.num_envs, self.per_env_capacity) if storage == "disk" else None
 
     # ----------------------------------------------------------------------------- sizes
 
@@ -115,18 +113,37 @@ class Replay:
         """Bytes of one stored step over all keys (0 before the first add)."""
         return self.estimate_bytes(self.step_spec, 1)
 
+    @property
+    def disk_keys(self) -> tuple[str, ...]:
+        """Keys whose steps live in the memory-mapped ring files (none with storage=memory)."""
+        return tuple(self._ring.arrays) if self._ring else ()
+
+    @property
+    def chunk_keys(self) -> tuple[str, ...]:
+        """Keys the chunk files carry: all but the disk keys (the ring files hold those)."""
+        return tuple(key for key in self._data if key not in self.disk_keys)
+
+    def sync(self) -> None:
+        """Flush the ring files to disk (storage=disk; nothing to do in RAM)."""
+        self._ring and self._ring.flush()
+
     def describe(self) -> str:
         """One line for the console, e.g. 'replay: capacity 1,000 steps × 20 B/step = 19.53 KiB (RAM)'."""
         if not self._data:
             return f"replay: capacity {self.capacity:,} steps (allocated on the first step)"
-        return self.describe_spec(self.step_spec, self.capacity)
+        folder = self._ring.folder if self._ring else None
+        return self.describe_spec(self.step_spec, self.capacity, self.storage, folder)
 
     @classmethod
-    def describe_spec(cls, step_spec: StepSpec, capacity: int) -> str:
+    def describe_spec(cls, step_spec: StepSpec, capacity: int, storage: str = "memory", folder: Any = None) -> str:
         """`describe`'s line for steps of a {key: (shape, dtype)} spec, before any is stored."""
         per_step = cls.estimate_bytes(step_spec, 1)
-        return (f"replay: capacity {capacity:,} steps × {per_step:,} B/step "
-                f"= {_format_bytes(per_step * capacity)} (RAM)")
+        line = f"replay: capacity {capacity:,} steps × {per_step:,} B/step = {_format_bytes(per_step * capacity)}"
+        if storage == "memory":
+            return line + " (RAM)"
+        disk = cls.estimate_bytes({k: v for k, v in step_spec.items() if on_disk(*v)}, capacity)
+        return (f"{line}: {_format_bytes(per_step * capacity - disk)} in RAM, {_format_bytes(disk)} on disk "
+                f"(memory-mapped in {folder})")
 
     def __len__(self) -> int:
         """Steps currently stored, over all envs."""
@@ -164,12 +181,17 @@ class Replay:
         arrays = {key: np.asarray(value) for key, value in steps.items()}
         if not self._data:
             self._allocate(arrays)
+        slot = self._added % self.per_env_capacity
+        if self._ring and arrays.keys() != self._data.keys():  # a step recovered from a chunk: images in the ring
+            steps, count = self._ring.complete({k: v[:, None] for k, v in arrays.items()}, self._data.keys(),
+                                               self._added, self._added + 1)
+            arrays = {key: value[:, 0] for key, value in steps.items()} if count else arrays
         if arrays.keys() != self._data.keys():
             raise UserError(
                 f"replay step keys {sorted(arrays)} differ from the first step's {sorted(self._data)}: "
                 "every step must have the same keys"
             )
-        slot = self._added % self.per_env_capacity
+        self._ring and self._ring.invalidate(slot)
         for key, value in arrays.items():
             expected = self._data[key].shape[2:]
             if value.shape != (self.num_envs, *expected):
@@ -178,6 +200,7 @@ class Replay:
                     "(num_envs first, then the shape of the first step)"
                 )
             self._data[key][:, slot] = value
+        self._ring and self._ring.stamp(slot, self._added)
         self._added += 1
         if self.online and self._added % self.batch_length == 0:
             start = self._added - self.batch_length
@@ -194,10 +217,12 @@ class Replay:
                     f"replay step '{key}' has shape {value.shape}: its leading dim must be "
                     f"num_envs={self.num_envs}"
                 )
+        disk = self._ring.open({k: (v.shape[1:], v.dtype) for k, v in arrays.items()}) if self._ring else {}
         self._data = {
-            key: np.zeros((self.num_envs, self.per_env_capacity, *value.shape[1:]), value.dtype)
+            key: disk[key] if key in disk else np.zeros((self.num_envs, self.per_env_capacity, *value.shape[1:]), value.dtype)
             for key, value in arrays.items()
         }
+        self._data.update({key: array for key, array in disk.items() if key not in self._data})
 
     # ----------------------------------------------------------------------------- sampling
 
@@ -246,7 +271,7 @@ class Replay:
         offsets = np.arange(self.batch_length, dtype=np.int64)  # (T,)
         slots = (start[:, None] + offsets) % self.per_env_capacity  # (B, T)
         rows = env[:, None]  # (B, 1), broadcast against slots
-        return {key: array[rows, slots] for key, array in self._data.items()}  # (B, T, ...)
+        return {key: np.asarray(array[rows, slots]) for key, array in self._data.items()}  # (B, T, ...)
 
     def _oldest_start(self) -> int:
         """Time of the oldest step still stored in every env."""
@@ -274,14 +299,15 @@ class Replay:
 
     # ----------------------------------------------------------------------------- state
 
-    def export_steps(self, start: int, end: int) -> dict[str, np.ndarray]:
-        """Copies of the steps with times [start, end) of every env: {key: (num_envs, end - start, ...)}."""
+    def export_steps(self, start: int, end: int, keys: Any = None) -> dict[str, np.ndarray]:
+        """Copies of the steps with times [start, end) of every env: {key: (num_envs, end - start, ...)}
+        for `keys` (default all)."""
         if not self._oldest_start() <= start <= end <= self._added:
             raise ValueError(
                 f"steps [{start}, {end}) are not stored: the replay holds [{self._oldest_start()}, {self._added})"
             )
         slots = np.arange(start, end, dtype=np.int64) % self.per_env_capacity  # (end - start,)
-        return {key: array[:, slots] for key, array in self._data.items()}
+        return {key: np.asarray(array[:, slots]) for key, array in self._data.items() if keys is None or key in keys}
 
     def prepend_steps(self, steps: dict[str, np.ndarray]) -> int:
         """Restore older steps just before the oldest stored one: {key: (num_envs, n, ...)} in time
@@ -305,16 +331,23 @@ class Replay:
             )
         if not self._data:
             self._allocate({key: array[:, 0] for key, array in arrays.items()})
+        count = min(lengths.pop(), self.per_env_capacity - self._stored_per_env)
+        if self._ring and arrays.keys() != self._data.keys():  # chunk steps: their images are in the ring
+            arrays, count = self._ring.complete(arrays, self._data.keys(), self._first - count, self._first)
+            if count == 0 and self._stored_per_env == 0:
+                self._data = {}  # nothing restored: the first add allocates again
+                return 0
         if arrays.keys() != self._data.keys():
             raise CheckpointError(
                 f"replay steps have keys {sorted(arrays)} but the replay holds {sorted(self._data)}: the "
                 "replay files come from another env or config; start a new logdir"
             )
-        count = min(lengths.pop(), self.per_env_capacity - self._stored_per_env)
         start = self._first - count
         slots = np.arange(start, self._first, dtype=np.int64) % self.per_env_capacity  # (count,)
+        self._ring and self._ring.invalidate(slots)
         for key, array in arrays.items():
             self._data[key][:, slots] = array[:, array.shape[1] - count:]
+        self._ring and self._ring.stamp(slots, np.arange(start, self._first, dtype=np.int64))
         self._first = start
         return count
 
@@ -353,8 +386,8 @@ class Replay:
             if int(state[name]) != getattr(self, name):
                 raise CheckpointError(
                     f"replay checkpoint has {name}={state[name]} but this run has "
-                    f"{getattr(self, name)}: resume with the same replay.capacity, env.num_envs and "
-                    "batch_length, or start a new logdir"
+                    f"{getattr(self, name)}: resume with the same replay.capacity, env.num_envs, "
+                    "batch_length and replay.context (a window holds both), or start a new logdir"
                 )
         added = int(state["added"])
         self._data, self._added, self._first = {}, added, added  # empty, then filled backwards

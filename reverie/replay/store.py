@@ -23,6 +23,10 @@ A chunk that cannot be read ends the chain there with a warning; files after a b
 back into replay after a chunk was saved live in `written_back.npz`, rewritten whole at each
 checkpoint and laid over the chunks' values on restore (an unreadable one is skipped with a warning:
 the chunks' own values, as the policy stored them, stay).
+
+With `replay.storage: disk` the chunks carry only the small keys: the image keys' ring files
+(`replay/ring/`, reverie.replay.disk) are their crash-safe copy, flushed before every chunk write.
+A restore then takes each step's images from the ring and stops where the crashed run overwrote them.
 """
 
 from __future__ import annotations
@@ -87,7 +91,8 @@ class ReplayStore:
 
     def _write(self, start: int, end: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        arrays = self.replay.export_steps(start, end)  # {key: (num_envs, end - start, ...)}
+        self.replay.sync()  # storage=disk: the ring files hold these steps' images before the chunk counts them
+        arrays = self.replay.export_steps(start, end, self.replay.chunk_keys)  # {key: (num_envs, end - start, ...)}
         with atomic_file(self.folder / f"chunk_{start:010d}_{end:010d}.npz") as f:
             np.savez(f, **arrays)
         self.written = end
@@ -125,16 +130,28 @@ class ReplayStore:
             steps = self._read(chunk, max(chunk.start, added), chunk.end)
             if steps is None:
                 break
-            for i in range(chunk.end - max(chunk.start, added)):
+            count = self._held(replay.added, chunk.end)  # storage=disk: steps whose images the ring still holds
+            for i in range(count):
                 replay.add({key: array[:, i] for key, array in steps.items()})
-            recovered.append(steps)
-            self.written = chunk.end
+            recovered.append({key: array[:, :count] for key, array in steps.items()})
+            self.written = replay.added
+            if self.written < chunk.end:
+                break
         for chunk in self.chunks():  # whatever lies past the write head would overlap new chunks
             if chunk.end > self.written:
                 chunk.path.rename(chunk.path.with_name(chunk.path.name + ".stale"))
         if not recovered:
             return {}
         return {key: np.concatenate([steps[key] for steps in recovered], axis=1) for key in recovered[0]}
+
+    def _held(self, start: int, end: int) -> int:
+        """How many steps from `start` on the replay can take from a chunk: all of [start, end) unless
+        storage=disk and the crashed run overwrote some of their images in the ring files."""
+        ring = self.replay._ring
+        if ring is None:
+            return end - start
+        held = ring.held(start, end)
+        return int(np.argmin(held)) if not held.all() else end - start
 
     def _restore_written_back(self) -> None:
         """Lay the values written back before the checkpoint over the steps read from the chunks."""

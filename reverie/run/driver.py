@@ -65,11 +65,12 @@ class Driver:
         return {k: np.zeros((self.num_envs, *spec.shape), spec.dtype) for k, spec in self.agent.replay_fields.items()}
 
 
-def replay_summary(envs: Any, replay_fields: dict[str, Any], capacity: int) -> str:
-    """One console line: what a stored step takes and the replay's RAM when full."""
+def replay_summary(envs: Any, replay_fields: dict[str, Any], capacity: int, storage: str = "memory",
+                   folder: Any = None) -> str:
+    """One console line: what a stored step takes and where its bytes go (RAM, disk) when full."""
     spec = {k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in envs.obs_space.items()}
     spec.update({"action": ((envs.act_space.dim,), np.dtype(np.float32)),
                  "reward": ((), np.dtype(np.float32)), "is_first": ((), np.dtype(bool)),
                  "is_last": ((), np.dtype(bool)), "is_terminal": ((), np.dtype(bool))})
     spec.update({k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in replay_fields.items()})
-    return Replay.describe_spec(spec, capacity)
+    return Replay.describe_spec(spec, capacity, storage, folder)

@@ -80,7 +80,8 @@ class Trainer:
         self.agent = make_agent(self.envs.obs_space, self.envs.act_space, cfg, self.device)
         B, T, N = self.agent.batch_size, self.agent.sequence_length, self.envs.num_envs
         C = self.agent.context_length  # windows hold C context steps before the T trained on
-        self.replay = Replay(cfg.replay.capacity, B, C + T, N, cfg.replay.online, cfg.seed)
+        self.replay = Replay(cfg.replay.capacity, B, C + T, N, cfg.replay.online, cfg.seed,
+                             cfg.replay.storage, self.logdir / "replay" / "ring")
         self.counters = Counters(next_eval=0 if cfg.run.eval_every else -1)
         self.rng = np.random.default_rng(cfg.seed)  # the prefill's random actions
         self.report_rng = np.random.default_rng(cfg.seed + 1)  # report batches leave training's RNG alone
@@ -207,7 +208,8 @@ class Trainer:
 
     def announce(self, resumed: bool) -> None:
         cfg, c, rate = self.cfg, self.counters, self.schedule.updates_per_step
-        self.progress.log(replay_summary(self.envs, self.agent.replay_fields, cfg.replay.capacity))
+        self.progress.log(replay_summary(self.envs, self.agent.replay_fields, cfg.replay.capacity,
+                                         cfg.replay.storage, self.logdir / "replay" / "ring"))
         where = f"resumed {self.logdir} with its saved config at" if resumed else "started at"
         self.progress.log(f"{where} step {c.step:,}; {rate:.4g} update{'' if rate == 1 else 's'} per policy step "
                           f"(train_ratio {cfg.run.train_ratio:g})")
