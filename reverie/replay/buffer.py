@@ -125,7 +125,8 @@ class Replay:
 
     def sync(self) -> None:
         """Flush the ring files to disk (storage=disk; nothing to do in RAM)."""
-        self._ring and self._ring.flush()
+        if self._ring:
+            self._ring.flush()
 
     def describe(self) -> str:
         """One line for the console, e.g. 'replay: capacity 1,000 steps × 20 B/step = 19.53 KiB (RAM)'."""
@@ -191,7 +192,8 @@ class Replay:
                 f"replay step keys {sorted(arrays)} differ from the first step's {sorted(self._data)}: "
                 "every step must have the same keys"
             )
-        self._ring and self._ring.invalidate(slot)
+        if self._ring:
+            self._ring.invalidate(slot)
         for key, value in arrays.items():
             expected = self._data[key].shape[2:]
             if value.shape != (self.num_envs, *expected):
@@ -200,7 +202,8 @@ class Replay:
                     "(num_envs first, then the shape of the first step)"
                 )
             self._data[key][:, slot] = value
-        self._ring and self._ring.stamp(slot, self._added)
+        if self._ring:
+            self._ring.stamp(slot, self._added)
         self._added += 1
         if self.online and self._added % self.batch_length == 0:
             start = self._added - self.batch_length
@@ -344,10 +347,12 @@ class Replay:
             )
         start = self._first - count
         slots = np.arange(start, self._first, dtype=np.int64) % self.per_env_capacity  # (count,)
-        self._ring and self._ring.invalidate(slots)
+        if self._ring:
+            self._ring.invalidate(slots)
         for key, array in arrays.items():
             self._data[key][:, slots] = array[:, array.shape[1] - count:]
-        self._ring and self._ring.stamp(slots, np.arange(start, self._first, dtype=np.int64))
+        if self._ring:
+            self._ring.stamp(slots, np.arange(start, self._first, dtype=np.int64))
         self._first = start
         return count
 

@@ -20,6 +20,7 @@ follow the model as it learns (official `agent.py`: `replay_context`, the `repla
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,14 +35,9 @@ def latent_fields(rssm: RSSM) -> dict[str, ReplayField]:
     S, K = rssm.latent_shape
     if not rssm.gaussian and K > 256:
         raise ValueError(f"replay context stores class indices as uint8: {K} classes per latent do not fit")
-    stoch = ReplayField((S,), torch.float16 if rssm.gaussian else torch.uint8)
-    fields = {"latent/deter": ReplayField((rssm.cfg.deter,), torch.float16), "latent/stoch": stoch,
-              "latent/valid": ReplayField((), torch.bool)}
-    return {key: ReplayField(shape, _numpy_dtype(dtype)) for key, (shape, dtype) in fields.items()}
-
-
-def _numpy_dtype(dtype: torch.dtype):
-    return torch.empty((), dtype=dtype).numpy().dtype
+    stoch = ReplayField((S,), np.dtype(np.float16 if rssm.gaussian else np.uint8))
+    return {"latent/deter": ReplayField((rssm.cfg.deter,), np.dtype(np.float16)), "latent/stoch": stoch,
+            "latent/valid": ReplayField((), np.dtype(bool))}
 
 
 def encode(rssm: RSSM, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
