@@ -47,8 +47,11 @@ def fit_rules(key: str, value: int) -> int:
     """`value` (≥ 64) moved to the nearest value that the cross-field rules allow with the defaults."""
     if key == "model.rssm.deter":
         return value - value % 8  # divisible by the default 8 blocks
-    if key == "batch_length":
-        return min(value, C.Config().replay.capacity)
+    defaults = C.Config()
+    if key == "batch_length":  # capacity ≥ batch_length + replay.context
+        return min(value, defaults.replay.capacity - defaults.replay.context)
+    if key == "replay.context":
+        return min(value, defaults.replay.capacity - defaults.batch_length)
     return value
 
 
