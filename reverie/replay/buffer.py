@@ -37,16 +37,14 @@ resume exactly (counters, RNG state, online queue), with or without the data.
 from __future__ import annotations
 
 import collections
-import math
 from typing import Any
 
 import numpy as np
 
 from reverie.errors import CheckpointError, ConfigError, UserError
-from reverie.replay.disk import DiskRing, on_disk
-from reverie.replay.disk import format_bytes as _format_bytes
-
-StepSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
+from reverie.replay import sizes
+from reverie.replay.disk import DiskRing
+from reverie.replay.sizes import StepSpec
 
 _STATE_VERSION = 2
 
@@ -97,11 +95,7 @@ class Replay:
 
     # ----------------------------------------------------------------------------- sizes
 
-    @staticmethod
-    def estimate_bytes(step_spec: StepSpec, capacity: int) -> int:
-        """Bytes that `capacity` steps of the given {key: (shape, dtype)} spec take in RAM."""
-        per_step = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in step_spec.values())
-        return int(capacity) * per_step
+    estimate_bytes = staticmethod(sizes.estimate_bytes)
 
     @property
     def step_spec(self) -> StepSpec:
@@ -133,18 +127,7 @@ class Replay:
         if not self._data:
             return f"replay: capacity {self.capacity:,} steps (allocated on the first step)"
         folder = self._ring.folder if self._ring else None
-        return self.describe_spec(self.step_spec, self.capacity, self.storage, folder)
-
-    @classmethod
-    def describe_spec(cls, step_spec: StepSpec, capacity: int, storage: str = "memory", folder: Any = None) -> str:
-        """`describe`'s line for steps of a {key: (shape, dtype)} spec, before any is stored."""
-        per_step = cls.estimate_bytes(step_spec, 1)
-        line = f"replay: capacity {capacity:,} steps × {per_step:,} B/step = {_format_bytes(per_step * capacity)}"
-        if storage == "memory":
-            return line + " (RAM)"
-        disk = cls.estimate_bytes({k: v for k, v in step_spec.items() if on_disk(*v)}, capacity)
-        return (f"{line}: {_format_bytes(per_step * capacity - disk)} in RAM, {_format_bytes(disk)} on disk "
-                f"(memory-mapped in {folder})")
+        return sizes.describe_steps(self.step_spec, self.capacity, self.storage, folder)
 
     def __len__(self) -> int:
         """Steps currently stored, over all envs."""

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..agents import Agent
 from ..replay import Replay
+from ..replay.sizes import describe_steps
 from .episode_logs import EpisodeLogStats, split_log_keys
 from .evaluate import EpisodeTracker
 
@@ -73,4 +74,4 @@ def replay_summary(envs: Any, replay_fields: dict[str, Any], capacity: int, stor
                  "reward": ((), np.dtype(np.float32)), "is_first": ((), np.dtype(bool)),
                  "is_last": ((), np.dtype(bool)), "is_terminal": ((), np.dtype(bool))})
     spec.update({k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in replay_fields.items()})
-    return Replay.describe_spec(spec, capacity, storage, folder)
+    return describe_steps(spec, capacity, storage, folder)
