@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 STAMPED_ID = "ReverieStamped-v0"
+STAMPED_IMAGE_ID = "ReverieStampedImage-v0"
 NAN_REWARD_VARIABLE = "REVERIE_TEST_NAN_REWARD"  # when set to 1, every reward is NaN
 
 
@@ -42,8 +43,32 @@ class StampedEnv(gym.Env):
         return self._obs(), reward, False, self.t >= self.length, {}
 
 
-if STAMPED_ID not in gym.registry:
-    gym.register(id=STAMPED_ID, entry_point="resume_envs:StampedEnv")
+class StampedImageEnv(StampedEnv):
+    """A StampedEnv whose observation is a dict: the stamp as "vector" and a 16×16×3 uint8 "image"
+    that encodes it (`stamp_image`), so a stored image can be checked against its step."""
+
+    def __init__(self, length: int = 40):
+        super().__init__(length)
+        self.observation_space = gym.spaces.Dict({
+            "vector": gym.spaces.Box(0.0, 2.0**24, (3,), np.float32),
+            "image": gym.spaces.Box(0, 255, (16, 16, 3), np.uint8),
+        })
+
+    def _obs(self):
+        vector = super()._obs()
+        return {"vector": vector, "image": stamp_image(vector)}
+
+
+def stamp_image(vector: np.ndarray) -> np.ndarray:
+    """(..., 3) stamps → (..., 16, 16, 3) uint8 images: channel c holds byte c of id low · t."""
+    code = (vector[..., 1].astype(np.int64) * 1000 + vector[..., 2].astype(np.int64))  # (...)
+    channels = np.stack([(code >> (8 * c)) & 0xFF for c in range(3)], -1).astype(np.uint8)  # (..., 3)
+    return np.broadcast_to(channels[..., None, None, :], (*channels.shape[:-1], 16, 16, 3)).copy()
+
+
+for _id, _entry in ((STAMPED_ID, "StampedEnv"), (STAMPED_IMAGE_ID, "StampedImageEnv")):
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=f"resume_envs:{_entry}")
 
 
 class FlakyEnv(StampedEnv):

@@ -5,6 +5,7 @@ match, and identical metrics for the same seed."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import random
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from resume_envs import STAMPED_ID
+from resume_envs import STAMPED_ID, STAMPED_IMAGE_ID, stamp_image
 
 import reverie
 from reverie import cli
@@ -50,7 +51,7 @@ def contiguous_end(logdir: Path) -> int:
 def steps_on_disk(logdir: Path) -> dict[str, np.ndarray]:
     """Every step of the replay folder in time order (one env): {key: (n, ...)}."""
     spans = chunk_spans(logdir)
-    assert spans and spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:])), spans
+    assert spans and spans[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(spans)), spans
     parts = []
     for start, stop in spans:
         with np.load(logdir / "replay" / f"chunk_{start:010d}_{stop:010d}.npz") as chunk:
@@ -91,7 +92,7 @@ def test_sigkill_at_a_random_moment_then_resume_loses_and_repeats_nothing(tmp_pa
     killed_at_checkpoint, on_disk = newest_step(logdir), contiguous_end(logdir)
     assert 250 <= killed_at_checkpoint <= on_disk < total
 
-    resumed = subprocess.run(command + ["--no-progress"], capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(command + ["--no-progress"], check=False, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # The run continues from the newest checkpoint plus the complete chunks written after it.
     assert f"resumed {logdir} with its saved config at step {on_disk:,}" in resumed.stdout
@@ -99,6 +100,46 @@ def test_sigkill_at_a_random_moment_then_resume_loses_and_repeats_nothing(tmp_pa
     assert payload["counters"]["step"] == total and payload["replay"]["added"] == total
     steps = assert_each_step_stored_once(logdir, total)
     assert steps["is_first"][on_disk]  # the env restarted with the run
+
+
+def test_sigkill_with_disk_storage_then_resume_keeps_every_ring_image_with_its_own_step(tmp_path):
+    """replay.storage=disk, a ring of 200 slots that wraps twice: after a kill -9 and the resume, each
+    step is stored once, and every ring slot whose stamp says it holds step t holds t's image."""
+    logdir, total = tmp_path / "run", 600
+    overrides = {**FAST, "run.checkpoint_every": 0.004, "replay.storage": "disk", "replay.capacity": 200,
+                 "model.encoder.mults": "[2,2]", "model.decoder.mults": "[2,2]"}
+    command = [sys.executable, "-m", "reverie", "train", "--logdir", str(logdir), "--steps", str(total)]
+    first = subprocess.Popen([*command, "--env", f"resume_envs:{STAMPED_IMAGE_ID}", *cli_args(overrides)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while time.time() < deadline and first.poll() is None:
+        if ckpt.list_checkpoints(logdir / "checkpoints") and newest_step(logdir) >= 250:
+            break
+        time.sleep(0.02)
+    time.sleep(random.Random(1).uniform(0.0, 0.4))
+    first.kill()
+    assert first.wait() == -9, first.stderr.read().decode()[-2000:]
+    on_disk = max(stop for _, stop in chunk_spans(logdir))  # the oldest chunks were pruned
+    assert 250 <= newest_step(logdir) <= on_disk < total
+
+    resumed = subprocess.run(command + ["--no-progress"], check=False, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed {logdir} with its saved config at step {on_disk:,}" in resumed.stdout
+    _, payload = ckpt.load_latest_checkpoint(logdir / "checkpoints")
+    assert payload["counters"]["step"] == total and payload["replay"]["added"] == total
+
+    stamps = {}  # time → the (3,) stamp of that step, from the chunks still on disk (no images in them)
+    for start, stop in chunk_spans(logdir):
+        with np.load(logdir / "replay" / f"chunk_{start:010d}_{stop:010d}.npz") as chunk:
+            assert "image" not in chunk.files
+            stamps.update(zip(range(start, stop), chunk["vector"][0]))
+    assert len({tuple(v) for v in stamps.values()}) == len(stamps), "a step is stored twice"
+    ring = logdir / "replay" / "ring"
+    times = np.fromfile(ring / "times.i64", np.int64)  # (200,) the time each slot holds
+    images = np.load(ring / "image.npy", mmap_mode="r")  # (1, 200, 16, 16, 3)
+    assert sorted(times) == list(range(total - 200, total))  # the newest 200 steps, each once
+    for slot, t in enumerate(times):
+        np.testing.assert_array_equal(images[0, slot], stamp_image(stamps[t]), err_msg=f"slot {slot}, step {t}")
 
 
 def crash_at(monkeypatch, step: int) -> None:
