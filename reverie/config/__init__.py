@@ -281,6 +281,14 @@ def validate(cfg: Config) -> None:
         (cfg.behavior.critic.slow_every >= 1, "behavior.critic.slow_every must be ≥ 1"),
         (cfg.behavior.retnorm.kind in ("percentile", "none"), "behavior.retnorm.kind must be percentile or none"),
         (cfg.behavior.kind in ("actor_critic", "planner"), "behavior.kind must be actor_critic or planner"),
+        (cfg.behavior.planner.kind in ("cem", "mppi"), "behavior.planner.kind must be cem or mppi"),
+        (cfg.behavior.planner.kind != "mppi" or (
+            1 <= cfg.behavior.planner.top_k <= cfg.behavior.planner.candidates
+            and 0 <= cfg.behavior.planner.policy_samples < cfg.behavior.planner.candidates
+            and 0 < cfg.behavior.planner.min_std <= cfg.behavior.planner.max_std
+            and cfg.behavior.planner.temperature > 0),
+         ("behavior.planner with kind=mppi needs 1 ≤ top_k ≤ candidates, 0 ≤ policy_samples < candidates, "
+          "0 < min_std ≤ max_std and temperature > 0")),
         (not cfg.behavior.explore.enabled or cfg.behavior.kind == "actor_critic",
          "behavior.explore (Plan2Explore) needs behavior.kind=actor_critic: it trains a second actor-critic"),
         (not cfg.behavior.explore.enabled or cfg.behavior.explore.models >= 2,

@@ -177,13 +177,20 @@ class ReturnNormConfig:
 
 @dataclass
 class PlannerConfig:
-    """CEM planning (PlaNet): reverie/planners/cem.py."""
+    """Planning on the world model with `behavior.kind=planner`: CEM (PlaNet, reverie/planners/cem.py)
+    or MPPI (TD-MPC2, reverie/planners/mppi.py; TD-MPC2's own settings: horizon 3, candidates 512,
+    iterations 6, top_k 64)."""
 
+    kind: str = "cem"  # cem | mppi (continuous actions only)
     horizon: int = 12
-    candidates: int = 1000
+    candidates: int = 1000  # action sequences per iteration (MPPI: num_samples)
     iterations: int = 10
-    top_k: int = 100
+    top_k: int = 100  # elite sequences the belief is refit to (MPPI: num_elites)
     value: bool = False  # add the critic's value at the horizon (trains an actor-critic too)
+    policy_samples: int = 24  # MPPI: candidates that are rollouts of the actor (with `value`; num_pi_trajs)
+    min_std: float = 0.05  # MPPI: the belief's std is kept in [min_std, max_std]
+    max_std: float = 2.0
+    temperature: float = 0.5  # MPPI: elite weights softmax(temperature · return)
 
 
 @dataclass

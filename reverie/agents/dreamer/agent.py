@@ -25,13 +25,14 @@ from torch import nn
 
 from reverie import kernels
 from reverie.agents import MODES, WRITE_BACK_PREFIX, register
-from reverie.agents.dreamer import explore, replay_context
+from reverie.agents.dreamer import explore, planning, replay_context
 from reverie.agents.dreamer.actor_critic import ActorCritic
 from reverie.agents.dreamer.world_model import WorldModel
 from reverie.config import Config
 from reverie.kernels import compile as compile_kernels
 from reverie.kernels.precision import float32_for_few_rows
 from reverie.nn.optim import Adam, LaProp, global_norm
+from reverie.planners import MPPIPlanner
 
 LOSS_GROUPS = {"model": ("rec", "rew", "con", "dyn", "rep", "repval"), "actor": ("policy",),
                "critic": ("value", "repval"), **explore.LOSS_GROUPS}  # which losses train which parameters
@@ -51,11 +52,8 @@ class DreamerAgent(nn.Module):
         self.wm = WorldModel(obs_space, act_space.dim, cfg)
         b = cfg.behavior
         self.planner = None
-        if b.kind == "planner":  # PlaNet: CEM on the world model, optionally with a learnt value at the horizon
-            from reverie.planners import CEMPlanner
-
-            p = b.planner
-            self.planner = CEMPlanner(act_space, p.horizon, p.candidates, p.iterations, p.top_k)
+        if b.kind == "planner":  # PlaNet's CEM or TD-MPC2's MPPI on the world model, optionally with a critic's value
+            self.planner = planning.make_planner(cfg, act_space)
         needs_ac = b.kind == "actor_critic" or b.planner.value
         if needs_ac and b.explore.enabled:  # Plan2Explore: the task actor-critic plus an exploration one (explore.py)
             self.ac = explore.Plan2Explore(self.wm.feat_dim, self.wm.rssm.stoch_dim, act_space, b, cfg.model.norm,
@@ -92,7 +90,12 @@ class DreamerAgent(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:
-        return self.wm.initial(batch_size, self.device)
+        """The carry of a fresh episode: {deter, stoch, action} zeros (the learnt initial state is set at
+        the first step), with MPPI also its previous plan's mean "plan" (N, H, A)."""
+        state = self.wm.initial(batch_size, self.device)
+        if isinstance(self.planner, MPPIPlanner):
+            state["plan"] = self.planner.initial_mean(batch_size, self.device)
+        return state
 
     @contextlib.contextmanager
     def _compute_scope(self):
@@ -134,7 +137,7 @@ class DreamerAgent(nn.Module):
                 action = torch.as_tensor(self.act_space.sample_random(np.random.default_rng(), len(is_first)),
                                          device=self.device, dtype=torch.float32)
             elif self.planner is not None:
-                action = self.plan(rssm_state)  # over candidates × envs rows
+                action, plan = self.plan(rssm_state, state.get("plan"), is_first, mode)  # candidates × envs rows
             else:
                 with few_rows:
                     policy = self.behavior_for(mode, len(is_first))(self.wm.features(rssm_state))
@@ -146,6 +149,8 @@ class DreamerAgent(nn.Module):
                 action = action + noise * torch.randn_like(action)
             action = action.clamp(-1.0, 1.0)
         new_state = {"deter": rssm_state["deter"].float(), "stoch": rssm_state["stoch"].float(), "action": action}
+        if "plan" in state:
+            new_state["plan"] = plan if mode != "random" else state["plan"]
         extras = {}
         if self.context_length:
             extras = {k: v.cpu().numpy() for k, v in replay_context.encode(self.wm.rssm, rssm_state).items()}
@@ -169,13 +174,22 @@ class DreamerAgent(nn.Module):
                 metrics.update(ac_metrics)
         return losses, metrics
 
-    def plan(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        """CEM actions (N, A) from RSSM states, with the critic's value at the horizon when
-        `behavior.planner.value` (a DreamerV3-style critic under a PlaNet planner)."""
+    def plan(self, state: dict[str, torch.Tensor], previous: torch.Tensor | None = None,
+             is_first: torch.Tensor | None = None, mode: str = "train"):
+        """Planned actions (N, A) from RSSM states and what the planner carries to the next step:
+        CEM (stateless, PlaNet) → None; MPPI → its plan's mean (N, H, A), warm-started from `previous`
+        except where `is_first`. With `behavior.planner.value` the critic's value at the horizon
+        (a DreamerV3-style critic under the planner), and for MPPI the actor's rollouts as its prior."""
+        use_value = self.cfg.behavior.planner.value
+        if isinstance(self.planner, MPPIPlanner):
+            if previous is not None and is_first is not None:
+                previous = torch.where(is_first[:, None, None], torch.zeros_like(previous), previous)
+            model = planning.RSSMLatentModel(self.wm, self.ac, use_value, self.planner.discount)
+            return self.planner.plan(model, state, previous, eval_mode=mode == "eval")
         value_fn = None
-        if self.cfg.behavior.planner.value:
-            value_fn = lambda feat: self.ac.critic(feat).mean()  # noqa: E731
-        return self.planner.plan(self.wm, state, value_fn=value_fn)
+        if use_value:
+            value_fn = lambda feat: self.ac.critic(feat).mean()
+        return self.planner.plan(self.wm, state, value_fn=value_fn), None
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One gradient update of world model, actor and critic on a (B, C + T) batch.
