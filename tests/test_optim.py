@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reverie.errors import ConfigError
-from reverie.nn.optim import LaProp, global_norm
+from reverie.nn.optim import Adam, LaProp, global_norm
 
 
 def one_step(theta: list[float], grad: list[float], **kwargs) -> torch.Tensor:
@@ -210,6 +210,26 @@ def test_state_dict_round_trip_continues_identically():
         assert not torch.equal(p, r)  # a fresh optimiser (t = 1) would have stepped differently
     first = resumed.state[next(resumed_model.parameters())]
     assert first["step"].dtype == torch.float32 and first["step"].item() == 5
+
+
+@pytest.mark.parametrize("kind", ["laprop", "adam"])
+def test_loading_an_in_memory_state_dict_copies_it_so_the_two_optimisers_step_apart(kind):
+    """torch's load keeps tensors that need no cast: without a copy both optimisers would share (and
+    both advance) the step counters and moments."""
+    make = (lambda params: LaProp(params, lr=1e-2)) if kind == "laprop" else (lambda params: Adam(params, lr=1e-2))
+    model, grads = _model_and_grads(0)
+    opt = make(model.parameters())
+    _step_with(model, opt, grads[0])
+    twin_model = copy.deepcopy(model)
+    twin = make(twin_model.parameters())
+    twin.load_state_dict(opt.state_dict())
+    _step_with(model, opt, grads[1])  # only the first one steps
+    first, second = opt.state[next(model.parameters())], twin.state[next(twin_model.parameters())]
+    assert first["step"].item() == 2 and second["step"].item() == 1
+    assert not torch.equal(first["exp_avg_sq"], second["exp_avg_sq"])
+    _step_with(twin_model, twin, grads[1])
+    for p, q in zip(model.parameters(), twin_model.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_compiled_step_matches_eager_without_graph_breaks():

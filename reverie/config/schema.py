@@ -259,7 +259,40 @@ class KernelConfig:
 
 @dataclass
 class AgentConfig:
-    family: str = "dreamer"  # the agent family (reverie/agents/): dreamer (DreamerV3, V2, V1, PlaNet)
+    family: str = "dreamer"  # the agent family (reverie/agents/): dreamer (DreamerV3, V2, V1, PlaNet) or tdmpc2
+
+
+@dataclass
+class TDMPC2Config:
+    """TD-MPC2 (agent.family tdmpc2, reverie/agents/tdmpc2/): nicklashansen/tdmpc2 `config.yaml` and its
+    5M model size (`common/__init__.py` MODEL_SIZE). Planning takes `behavior.planner` (MPPI); the
+    training horizon is batch_length − 1."""
+
+    latent_dim: int = 512
+    enc_dim: int = 256
+    enc_layers: int = 2
+    mlp_dim: int = 512
+    num_q: int = 5
+    dropout: float = 0.01  # on the first layer of each Q-function
+    simnorm_dim: int = 8
+    num_bins: int = 101  # two-hot bins in symlog space [vmin, vmax]
+    vmin: float = -10.0
+    vmax: float = 10.0
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+    entropy_coef: float = 1.0e-4
+    consistency_coef: float = 20.0
+    reward_coef: float = 0.1
+    value_coef: float = 0.1
+    termination_coef: float = 1.0
+    rho: float = 0.5  # weight ρ^t of step t of the horizon
+    lr: float = 3.0e-4
+    enc_lr_scale: float = 0.3
+    grad_clip: float = 20.0
+    tau: float = 0.01  # Polyak rate of the target Q-functions and of the policy's Q scale
+    discount: float = 0.99  # TD-MPC2's heuristic: clip((L/5 − 1)/(L/5), 0.95, 0.995) for episodes of L steps
+    episodic: bool = False  # learn a termination head (tasks whose episodes can end early)
+    mpc: bool = True  # act by planning with MPPI; false: act with the policy prior
 
 
 @dataclass
@@ -277,3 +310,4 @@ class Config:
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss_scales: LossScales = field(default_factory=LossScales)
+    tdmpc2: TDMPC2Config = field(default_factory=TDMPC2Config)

@@ -44,16 +44,24 @@ class _TensorStepOptimizer(torch.optim.Optimizer):
     """Base of our optimisers: per-parameter step counters are float32 tensors beside the parameter."""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load state; step counters go to their parameter's device as float32.
+        """Load state; step counters go to their parameter's device as float32, and every state
+        tensor is this optimiser's own copy.
 
         torch's base class leaves `step` where it was saved (e.g. on the CPU after
         `torch.load(..., map_location="cpu")`); the foreach update wants it beside the parameter.
+        It also keeps the given tensors where no cast is needed, so an in-memory `state_dict` of
+        another optimiser would be shared and stepped by both (the in-place updates): copies here.
         """
         super().load_state_dict(state_dict)
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
-                if state and "step" in state:
+                if not state:
+                    continue
+                for key, value in state.items():
+                    if torch.is_tensor(value):
+                        state[key] = value.clone()
+                if "step" in state:
                     state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
 
