@@ -76,19 +76,24 @@ def newest_step(logdir: Path) -> int:
     return int(ckpt.list_checkpoints(logdir / "checkpoints")[-1].stem.split("_")[1])
 
 
+def kill_after_a_checkpoint(command: list[str], logdir: Path, seed: int, at_least: int = 250) -> None:
+    """Start a training subprocess and SIGKILL it at a random moment (mid-update, mid-write or between)
+    soon after it has written a checkpoint of step ≥ `at_least`."""
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while time.time() < deadline and first.poll() is None:
+        if ckpt.list_checkpoints(logdir / "checkpoints") and newest_step(logdir) >= at_least:
+            break
+        time.sleep(0.02)
+    time.sleep(random.Random(seed).uniform(0.0, 0.4))
+    first.kill()
+    assert first.wait() == -9, first.stderr.read().decode()[-2000:]
+
+
 def test_sigkill_at_a_random_moment_then_resume_loses_and_repeats_nothing(tmp_path):
     logdir, total = tmp_path / "run", 1000
     command = [sys.executable, "-m", "reverie", "train", "--logdir", str(logdir), "--steps", str(total)]
-    first = subprocess.Popen([*command, "--env", ENV, *cli_args({**FAST, "run.checkpoint_every": 0.004})],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 180
-    while time.time() < deadline and first.poll() is None:
-        if ckpt.list_checkpoints(logdir / "checkpoints") and newest_step(logdir) >= 250:
-            break
-        time.sleep(0.02)
-    time.sleep(random.Random(0).uniform(0.0, 0.4))  # mid-update, mid-write or between: any moment
-    first.kill()
-    assert first.wait() == -9, first.stderr.read().decode()[-2000:]
+    kill_after_a_checkpoint([*command, "--env", ENV, *cli_args({**FAST, "run.checkpoint_every": 0.004})], logdir, 0)
     killed_at_checkpoint, on_disk = newest_step(logdir), contiguous_end(logdir)
     assert 250 <= killed_at_checkpoint <= on_disk < total
 
@@ -109,16 +114,7 @@ def test_sigkill_with_disk_storage_then_resume_keeps_every_ring_image_with_its_o
     overrides = {**FAST, "run.checkpoint_every": 0.004, "replay.storage": "disk", "replay.capacity": 200,
                  "model.encoder.mults": "[2,2]", "model.decoder.mults": "[2,2]"}
     command = [sys.executable, "-m", "reverie", "train", "--logdir", str(logdir), "--steps", str(total)]
-    first = subprocess.Popen([*command, "--env", f"resume_envs:{STAMPED_IMAGE_ID}", *cli_args(overrides)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 180
-    while time.time() < deadline and first.poll() is None:
-        if ckpt.list_checkpoints(logdir / "checkpoints") and newest_step(logdir) >= 250:
-            break
-        time.sleep(0.02)
-    time.sleep(random.Random(1).uniform(0.0, 0.4))
-    first.kill()
-    assert first.wait() == -9, first.stderr.read().decode()[-2000:]
+    kill_after_a_checkpoint([*command, "--env", f"resume_envs:{STAMPED_IMAGE_ID}", *cli_args(overrides)], logdir, 1)
     on_disk = max(stop for _, stop in chunk_spans(logdir))  # the oldest chunks were pruned
     assert 250 <= newest_step(logdir) <= on_disk < total
 
