@@ -50,7 +50,7 @@ def test_a_tiny_comparison_writes_one_table_for_both_agents(tmp_path):
     for r in by_agent.values():
         assert [s for s, _, _ in r["curve"]] == [0, 100, 200]  # one protocol: the same eval steps
     table = (tmp_path / "out" / "compare_CartPole-v1.md").read_text()
-    assert "| sb3:DQN | 0 |" in table and "SB3" in table and "| debug | 0 |" in table
+    assert "| sb3:DQN | 0 |" in table and "RL Zoo 22e3ff2" in table and "| debug | 0 |" in table  # tuned: CartPole
 
 
 def test_an_unknown_sb3_algorithm_is_refused():
