@@ -102,7 +102,7 @@ class TDMPC2Agent(nn.Module):
     # ------------------------------------------------------------------------------------------
     def observation(self, obs: dict) -> torch.Tensor:
         """The observation keys flattened and concatenated in key order: (…, obs_dim) float32."""
-        parts = [torch.as_tensor(np.asarray(obs[k]) if not torch.is_tensor(obs[k]) else obs[k]) for k in self.obs_keys]
+        parts = [torch.as_tensor(obs[k]) for k in self.obs_keys]  # numpy arrays or tensors
         lead = parts[0].shape[:parts[0].ndim - len(self.obs_space[self.obs_keys[0]].shape)]
         return torch.cat([x.reshape(*lead, -1).float() for x in parts], -1).to(self.device)
 
@@ -178,8 +178,7 @@ class TDMPC2Agent(nn.Module):
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         self.train()
-        data = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).to(self.device)
-                for k, v in batch.items()}
+        data = {k: torch.as_tensor(v).to(self.device) for k, v in batch.items()}
         data["obs"] = self.observation({k: data[k] for k in self.obs_keys})
         data["action"] = data["action"].float()
         coef = {"consistency": self.c.consistency_coef, "reward": self.c.reward_coef,
