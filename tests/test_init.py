@@ -48,3 +48,18 @@ def test_block_gru_gates_at_size1m_have_std_one_over_sqrt_deter():
     hidden = core.dyn_hidden[0]  # input G·(D/G + 3H) = 8·(64 + 192) = 2048
     assert hidden.weight.shape == (8, 256, 64)
     assert relative_std_error(hidden.weight, 2048) < 0.03
+
+
+def test_block_fan_in_switch_gives_the_per_block_std_to_both_block_gru_layers():
+    cfg = C.make_config(["dreamerv3", "size1m"], ["model.rssm.block_fan_in=block"])
+    torch.manual_seed(0)
+    core = BlockGRU(cfg.model.rssm, stoch_dim=128, action_dim=6, norm="rms", act="silu")
+    assert relative_std_error(core.gates.weight, 64) < 0.03  # per-block I = 512 / 8
+    assert relative_std_error(core.dyn_hidden[0].weight, 256) < 0.03  # per-block I = 2048 / 8
+
+
+def test_an_unknown_block_fan_in_is_a_config_error():
+    import pytest
+
+    with pytest.raises(C.ConfigError, match="model.rssm.block_fan_in must be layer or block"):
+        C.make_config(["dreamerv3"], ["model.rssm.block_fan_in=blocks"])

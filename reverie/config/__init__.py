@@ -269,6 +269,7 @@ def validate(cfg: Config) -> None:
         (cfg.env.max_restarts >= 0, "env.max_restarts must be ≥ 0 (0 stops the run at the first env fault)"),
         (cfg.model.rssm.latent in ("categorical", "gaussian"), "model.rssm.latent must be categorical or gaussian"),
         (cfg.model.rssm.core in ("block", "gru"), "model.rssm.core must be block or gru"),
+        (cfg.model.rssm.block_fan_in in ("layer", "block"), "model.rssm.block_fan_in must be layer or block"),
         (cfg.model.rssm.initial in ("zeros", "learned"), "model.rssm.initial must be zeros or learned"),
         (cfg.model.rssm.cell_norm in ("", "rms", "layer", "none"), "model.rssm.cell_norm must be empty, rms, layer or none"),
         (cfg.model.decoder.dist in ("mse", "normal"), "model.decoder.dist must be mse or normal"),

@@ -73,6 +73,9 @@ class RSSMConfig:
     stoch: int = 32  # number of categorical latents
     classes: int = 4  # classes per latent
     blocks: int = 8  # block-diagonal GRU groups
+    # init fan-in of the block GRU's layers: layer (official compute_fans: the whole layer's G·I) |
+    # block (each block's I, std √G wider; Reverie before issue 17, kept for the CartPole study of issue 16)
+    block_fan_in: str = "layer"
     unimix: float = 0.01
     img_layers: int = 2
     obs_layers: int = 1

@@ -99,17 +99,21 @@ class BlockLinear(nn.Module):
     The weight (G, I, O) is initialised with the fan-in of the whole layer, G·I = `in_features`,
     not the per-block I: the official initialiser computes fans from the 3-D kernel as
     (I·G, O·G) (danijar/dreamerv3 `embodied/jax/nets.py` `Initializer.compute_fans`), so the
-    effective std is 1/√in_features.
+    effective std is 1/√in_features. `fan_in="block"` uses the per-block I instead (std √G wider).
     """
 
-    def __init__(self, in_features: int, out_features: int, blocks: int, outscale: float = 1.0):
+    def __init__(self, in_features: int, out_features: int, blocks: int, outscale: float = 1.0,
+                 fan_in: str = "layer"):
         super().__init__()
         if in_features % blocks or out_features % blocks:
             raise ConfigError(f"BlockLinear sizes {in_features}→{out_features} not divisible by {blocks} blocks")
         self.blocks = blocks
         self.weight = nn.Parameter(torch.empty(blocks, in_features // blocks, out_features // blocks))
         self.bias = nn.Parameter(torch.zeros(out_features))
-        trunc_normal_fan_in_(self.weight, in_features, outscale)  # fan-in G·I, as official
+        if fan_in not in ("layer", "block"):
+            raise ConfigError(f"BlockLinear fan_in {fan_in!r} is not one of layer | block")
+        fans = in_features if fan_in == "layer" else in_features // blocks  # layer: G·I, as official
+        trunc_normal_fan_in_(self.weight, fans, outscale)
 
     def forward(self, x):
         return self.apply_params(x, self.weight, self.bias)

@@ -48,11 +48,12 @@ class BlockGRU(nn.Module):
         self.in_stoch = Dense(stoch_dim, H, norm, act)
         self.in_action = Dense(action_dim, H, norm, act)
         block_in = D // G + 3 * H
+        fans = cfg.block_fan_in
         layers = []
         for i in range(cfg.dyn_layers):
-            layers += [BlockLinear((block_in if i == 0 else D // G) * G, D, G), Norm(D, norm), get_act(act)]
+            layers += [BlockLinear((block_in if i == 0 else D // G) * G, D, G, fan_in=fans), Norm(D, norm), get_act(act)]
         self.dyn_hidden = nn.Sequential(*layers)
-        self.gates = BlockLinear(D if cfg.dyn_layers else block_in * G, 3 * D, G)
+        self.gates = BlockLinear(D if cfg.dyn_layers else block_in * G, 3 * D, G, fan_in=fans)
 
     def forward(self, deter, stoch, action):
         """(N, D), (N, S·K), (N, A) → (N, D)."""
