@@ -1,7 +1,12 @@
-"""Planning in a learnt world model: the cross-entropy method of PlaNet (`CEMPlanner`) and the MPPI
-of TD-MPC2 (`MPPIPlanner`, over any `LatentModel`)."""
+"""Planning in a learnt world model: the cross-entropy method of PlaNet (`CEMPlanner`), the MPPI
+of TD-MPC2 (`MPPIPlanner`, over any `LatentModel`) and batched tree search for discrete actions
+(`muzero_search`, `gumbel_search`, over any `SearchModel`)."""
 
 from .cem import CEMPlanner
+from .gumbel import gumbel_search
 from .mppi import LatentModel, MPPIPlanner
+from .puct import SearchResult, muzero_search
+from .tree import SearchModel, Tree
 
-__all__ = ["CEMPlanner", "LatentModel", "MPPIPlanner"]
+__all__ = ["CEMPlanner", "LatentModel", "MPPIPlanner", "SearchModel", "SearchResult", "Tree",
+           "gumbel_search", "muzero_search"]
