@@ -5,8 +5,8 @@ of TD-MPC2 (`MPPIPlanner`, over any `LatentModel`) and batched tree search for d
 from .cem import CEMPlanner
 from .gumbel import gumbel_search
 from .mppi import LatentModel, MPPIPlanner
-from .puct import SearchResult, muzero_search
-from .tree import SearchModel, Tree
+from .puct import muzero_search
+from .tree import SearchModel, SearchResult, Tree
 
 __all__ = ["CEMPlanner", "LatentModel", "MPPIPlanner", "SearchModel", "SearchResult", "Tree",
            "gumbel_search", "muzero_search"]

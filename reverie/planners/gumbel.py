@@ -25,8 +25,7 @@ from functools import lru_cache
 
 import torch
 
-from .puct import SearchResult
-from .tree import SearchModel, State, Tree, new_tree, run_search
+from .tree import SearchModel, SearchResult, State, Tree, new_tree, run_search
 
 
 def considered_visit_sequence(max_considered: int, simulations: int) -> tuple[int, ...]:
@@ -98,16 +97,17 @@ def gumbel_search(model: SearchModel, root: State, simulations: int, *, max_cons
     table = torch.tensor(considered_visit_table(max_considered, simulations), device=device,
                          dtype=tree.children_visits.dtype)  # (max_considered + 1, simulations)
 
-    def select(tree: Tree, node: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    def select_root(tree: Tree, node: torch.Tensor) -> torch.Tensor:
+        done = tree.children_visits[:, 0].sum(-1).long().clamp(max=simulations - 1)
+        return _halving_scores(tree, gumbel, table[considered, done], value_scale, visit_init).argmax(-1)
+
+    def select_interior(tree: Tree, node: torch.Tensor) -> torch.Tensor:
         b = tree.rows()
         visits = tree.children_visits[b, node]
         improved = torch.softmax(tree.children_logits[b, node] + completed_qvalues(tree, node, value_scale, visit_init), -1)
-        interior = (improved - visits / (1 + visits.sum(-1, keepdim=True))).argmax(-1)
-        done = tree.children_visits[:, 0].sum(-1).long().clamp(max=simulations - 1)
-        root_action = _halving_scores(tree, gumbel, table[considered, done], value_scale, visit_init).argmax(-1)
-        return torch.where(depth == 0, root_action, interior)
+        return (improved - visits / (1 + visits.sum(-1, keepdim=True))).argmax(-1)
 
-    run_search(tree, model, simulations, select)
+    run_search(tree, model, simulations, select_root, select_interior)
     root = torch.zeros(B, dtype=torch.long, device=device)
     policy = torch.softmax(tree.children_logits[:, 0] + completed_qvalues(tree, root, value_scale, visit_init), -1)
     most_visits = tree.children_visits[:, 0].max(-1).values

@@ -15,19 +15,9 @@ Ties go to the lowest action index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from .tree import SearchModel, State, Tree, new_tree, run_search
-
-
-@dataclass
-class SearchResult:
-    action: torch.Tensor  # (B,) int64: the action to take
-    policy: torch.Tensor  # (B, A): the policy target of the search
-    value: torch.Tensor  # (B,): the root's backed-up value
-    tree: Tree
+from .tree import SearchModel, SearchResult, State, Tree, new_tree, run_search
 
 
 class MinMaxStats:
@@ -92,13 +82,14 @@ def muzero_search(model: SearchModel, root: State, simulations: int, *, c1: floa
     root_prior = dirichlet_noise(torch.softmax(tree.children_logits[:, 0], -1), dirichlet_alpha,
                                  dirichlet_fraction, tree.invalid_actions)
 
-    def select(tree: Tree, node: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        prior = torch.softmax(tree.children_logits[tree.rows(), node], -1)
-        prior = torch.where((depth == 0)[:, None], root_prior, prior)
-        scores = puct_scores(tree, node, stats, prior, c1, c2)
-        scores = scores.masked_fill((depth == 0)[:, None] & tree.invalid_actions, float("-inf"))
-        return scores.argmax(-1)
+    def select_root(tree: Tree, node: torch.Tensor) -> torch.Tensor:
+        scores = puct_scores(tree, node, stats, root_prior, c1, c2)
+        return scores.masked_fill(tree.invalid_actions, float("-inf")).argmax(-1)
 
-    run_search(tree, model, simulations, select, stats.update)
+    def select_interior(tree: Tree, node: torch.Tensor) -> torch.Tensor:
+        prior = torch.softmax(tree.children_logits[tree.rows(), node], -1)
+        return puct_scores(tree, node, stats, prior, c1, c2).argmax(-1)
+
+    run_search(tree, model, simulations, select_root, select_interior, stats.update)
     policy = tree.root_visit_policy()
     return SearchResult(visit_action(policy, temperature, generator), policy, tree.node_values[:, 0], tree)

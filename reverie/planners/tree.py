@@ -27,10 +27,10 @@ from typing import Protocol
 
 import torch
 
-State = dict[str, torch.Tensor]  # {name: (M, ...)}
+from .mppi import State
 
-# Given (tree, node (B,), depth (B,)), an action (B,) to descend along.
-SelectFn = Callable[["Tree", torch.Tensor, torch.Tensor], torch.Tensor]
+# Given (tree, node (B,)), an action (B,) to descend along.
+SelectFn = Callable[["Tree", torch.Tensor], torch.Tensor]
 
 
 class SearchModel(Protocol):
@@ -42,6 +42,14 @@ class SearchModel(Protocol):
     def step(self, latent: State, action: torch.Tensor) -> tuple[State, torch.Tensor, torch.Tensor]:
         """Taking `action` (M,) (int64): the next latent, the reward (M,) and the discount (M,) —
         γ times the probability the episode continues, or γ for a model without terminations."""
+
+
+@dataclass
+class SearchResult:
+    action: torch.Tensor  # (B,) int64: the action to take
+    policy: torch.Tensor  # (B, A): the policy target of the search
+    value: torch.Tensor  # (B,): the root's backed-up value
+    tree: Tree
 
 
 @dataclass
@@ -122,19 +130,18 @@ def write_node(tree: Tree, node: torch.Tensor, latent: State, logits: torch.Tens
         tree.latents[key][b, node] = tensor
 
 
-def simulate(tree: Tree, select: SelectFn) -> tuple[torch.Tensor, torch.Tensor]:
-    """Descend from the root by `select` until the chosen edge is unexpanded, in every tree at once.
-    Returns the last expanded node (B,) and the action (B,) whose child is to be expanded."""
+def simulate(tree: Tree, select_root: SelectFn, select_interior: SelectFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Descend from the root (by `select_root`, then `select_interior`) until the chosen edge is
+    unexpanded, in every tree at once. Returns the last expanded node (B,) and the action (B,)
+    whose child is to be expanded."""
     b = tree.rows()
     node = torch.zeros(tree.batch_size, dtype=torch.long, device=b.device)
-    depth = torch.zeros_like(node)
-    action = select(tree, node, depth)
+    action = select_root(tree, node)
     child = tree.children_index[b, node, action]
     while bool((child >= 0).any()):  # depth ≤ simulations: every descent ends at a new edge
         moving = child >= 0
         node = torch.where(moving, child, node)
-        depth = depth + moving.long()
-        action = torch.where(moving, select(tree, node, depth), action)
+        action = torch.where(moving, select_interior(tree, node), action)
         child = torch.where(moving, tree.children_index[b, node, action], child)
     return node, action
 
@@ -182,11 +189,11 @@ def backup(tree: Tree, leaf: torch.Tensor, on_edge: Callable[[torch.Tensor, torc
         active = active & (tree.parents[b, node] >= 0)
 
 
-def run_search(tree: Tree, model: SearchModel, simulations: int, select: SelectFn,
-               on_edge: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> Tree:
+def run_search(tree: Tree, model: SearchModel, simulations: int, select_root: SelectFn,
+               select_interior: SelectFn, on_edge: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> Tree:
     """`simulations` rounds of simulate → expand → backup (simulation k adds node k + 1)."""
     for k in range(simulations):
-        parent, action = simulate(tree, select)
+        parent, action = simulate(tree, select_root, select_interior)
         leaf = expand(tree, model, parent, action, k + 1)
         backup(tree, leaf, on_edge)
     return tree
