@@ -2,6 +2,7 @@
 
     dreamer   DreamerV3 (current and 2023), DreamerV2, Dreamer v1, PlaNet (reverie/agents/dreamer/)
     tdmpc2    TD-MPC2: an implicit latent model planned with MPPI (reverie/agents/tdmpc2/)
+    muzero    MuZero / EfficientZero: a learnt model searched by a batched tree search (reverie/agents/muzero/)
 
 `make_agent` builds the family the config's `agent.family` names. A new family registers itself
 with `@register("name")` in its package and is listed in `FAMILY_MODULES`, so that naming it in a
@@ -22,7 +23,8 @@ __all__ = ["Agent", "MODES", "ReplayField", "State", "WRITE_BACK_PREFIX", "FAMIL
 
 # name → the module that registers it (imported on first use: a family's dependencies load only
 # when a config asks for it)
-FAMILY_MODULES = {"dreamer": "reverie.agents.dreamer", "tdmpc2": "reverie.agents.tdmpc2"}
+FAMILY_MODULES = {"dreamer": "reverie.agents.dreamer", "tdmpc2": "reverie.agents.tdmpc2",
+                  "muzero": "reverie.agents.muzero"}
 _REGISTRY: dict[str, Callable[..., Agent]] = {}
 
 

@@ -299,6 +299,12 @@ def validate(cfg: Config) -> None:
          "behavior.explore.extr and .disag must be ≥ 0, not both 0: the exploration actor's advantage weights"),
         (cfg.behavior.explore.until >= 0, "behavior.explore.until must be ≥ 0 (0: explore for the whole run)"),
         (cfg.optim.kind in ("laprop", "adam"), "optim.kind must be laprop or adam"),
+        (cfg.muzero.search in ("muzero", "gumbel"), "muzero.search must be muzero or gumbel"),
+        (cfg.muzero.latent_norm in ("minmax", "none"), "muzero.latent_norm must be minmax or none"),
+        (min(cfg.muzero.simulations, cfg.muzero.unroll, cfg.muzero.td_steps, cfg.muzero.target_update,
+             cfg.muzero.max_considered) >= 1,
+         "muzero.simulations, .unroll, .td_steps, .target_update and .max_considered must be ≥ 1"),
+        (0 <= cfg.muzero.reanalyse <= 1, "muzero.reanalyse must be a fraction of the batch in [0, 1]"),
     ]
     for ok, message in checks:
         if not ok:

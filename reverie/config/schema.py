@@ -262,7 +262,7 @@ class KernelConfig:
 
 @dataclass
 class AgentConfig:
-    family: str = "dreamer"  # the agent family (reverie/agents/): dreamer (DreamerV3, V2, V1, PlaNet) or tdmpc2
+    family: str = "dreamer"  # the agent family (reverie/agents/): dreamer (DreamerV3, V2, V1, PlaNet), tdmpc2 or muzero
 
 
 @dataclass
@@ -299,6 +299,44 @@ class TDMPC2Config:
 
 
 @dataclass
+class MuZeroConfig:
+    """MuZero / EfficientZero (agent.family muzero, reverie/agents/muzero/); starting values from
+    LightZero's CartPole configs (latent 128, 25 simulations, batch 256, discount 0.997) and the
+    MuZero paper (K = 5, n = 5 in Atari is 10; c1 1.25, c2 19652; Dirichlet fraction 0.25)."""
+
+    search: str = "muzero"  # muzero (pUCT, Dirichlet root noise, visit targets) | gumbel (Gumbel MuZero)
+    simulations: int = 25
+    max_considered: int = 16  # gumbel: root actions sampled by Gumbel-top-k
+    dirichlet_alpha: float = 0.3  # muzero: root noise Dir(α) (LightZero's root_dirichlet_alpha)
+    dirichlet_fraction: float = 0.25
+    temperature: float = 1.0  # muzero: train-mode actions ∝ N(root, a)^(1/T); eval takes the most visited
+    c1: float = 1.25
+    c2: float = 19652.0
+    latent_dim: int = 128
+    units: int = 128  # hidden width of every MLP
+    layers: int = 2  # hidden layers of the representation, dynamics and prediction MLPs
+    cnn_depth: int = 32  # channels of the residual CNN's first stage (image keys)
+    latent_norm: str = "minmax"  # minmax (MuZero: each latent scaled to [0, 1]) | none
+    num_bins: int = 101  # two-hot bins of value and reward, in symlog space [vmin, vmax]
+    vmin: float = -10.0
+    vmax: float = 10.0
+    unroll: int = 5  # K: dynamics steps unrolled per update
+    td_steps: int = 5  # n of the n-step value targets (batch_length = unroll + td_steps + 1)
+    discount: float = 0.997
+    value_coef: float = 0.25
+    reward_coef: float = 1.0
+    policy_coef: float = 1.0
+    consistency_coef: float = 2.0  # EfficientZero's self-supervised consistency loss; 0 turns it off
+    projection_dim: int = 256
+    dynamics_grad_scale: float = 0.5  # the gradient into each dynamics step is scaled by this (MuZero)
+    lr: float = 3.0e-3
+    wd: float = 1.0e-4
+    grad_clip: float = 10.0
+    target_update: int = 100  # updates between hard copies of the network into the target network
+    reanalyse: float = 0.0  # fraction of each batch whose policy targets the current model searches again
+
+
+@dataclass
 class Config:
     seed: int = 0
     logdir: str = ""
@@ -314,3 +352,4 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss_scales: LossScales = field(default_factory=LossScales)
     tdmpc2: TDMPC2Config = field(default_factory=TDMPC2Config)
+    muzero: MuZeroConfig = field(default_factory=MuZeroConfig)

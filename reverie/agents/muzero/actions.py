@@ -1,0 +1,36 @@
+"""A discrete action space as one set of A = Π sizes joint actions for the tree search.
+
+The env-facing action is Reverie's vector of one one-hot block per dimension (`ActionSpace`,
+Discrete(n) → (n,), MultiDiscrete([3, 4]) → (3 + 4,)); the search picks one joint index in
+0 … A − 1, read row-major (the last dimension fastest), so MultiDiscrete([3, 4]) has 12 actions and
+index 7 is (1, 3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+MAX_JOINT_ACTIONS = 4096  # more joint actions than this makes a tree node too wide to search
+
+
+class JointActions:
+    def __init__(self, sizes: tuple[int, ...]):
+        self.sizes = tuple(int(s) for s in sizes)
+        self.count = math.prod(self.sizes)
+        # strides of a row-major index: (Π sizes[1:], …, sizes[-1], 1)
+        self.strides = [math.prod(self.sizes[d + 1:]) for d in range(len(self.sizes))]
+
+    def to_vector(self, index: torch.Tensor) -> torch.Tensor:
+        """(…,) int64 joint indices → (…, Σ sizes) float32 one-hot blocks."""
+        blocks = [F.one_hot((index // stride) % size, size) for stride, size in zip(self.strides, self.sizes)]
+        return torch.cat(blocks, -1).float()
+
+    def from_vector(self, vector: torch.Tensor) -> torch.Tensor:
+        """(…, Σ sizes) one-hot blocks → (…,) int64 joint indices."""
+        index = torch.zeros(vector.shape[:-1], dtype=torch.long, device=vector.device)
+        for block, stride in zip(vector.split(self.sizes, -1), self.strides):
+            index = index + block.argmax(-1) * stride
+        return index
