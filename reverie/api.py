@@ -263,13 +263,17 @@ def _tensorboard(logdir: Path) -> Any:
     return SummaryWriter(log_dir=str(logdir / "tensorboard"))
 
 
-def load(logdir: str | Path, env: Any = None, device: str = "auto") -> Policy:
+def load(logdir: str | Path, env: Any = None, device: str = "auto", search: int = 0) -> Policy:
     """Load the newest checkpoint of a run. `env` is needed only when the run was trained on an
-    env instance or factory rather than an id."""
+    env instance or factory rather than an id. `search` > 0 makes a Dreamer agent with an actor and a
+    critic act by a tree search of that many simulations over its world model (discrete actions;
+    `behavior.planner.kind=search`, the tree of `behavior.planner.tree`)."""
     logdir = Path(logdir)
     if not (logdir / "config.yaml").exists():
         raise CheckpointError(f"{logdir} holds no run (no config.yaml); pass the logdir of a training run")
     cfg = config_lib.load(logdir / "config.yaml")
+    if search:
+        cfg = _with_search(cfg, search)
     if env is None and cfg.env.id.startswith(OBJECT_PREFIX):
         raise UserError(
             f"{logdir} was trained on a Python env object ({cfg.env.id[len(OBJECT_PREFIX):]}); load or "
@@ -291,6 +295,21 @@ def load(logdir: str | Path, env: Any = None, device: str = "auto") -> Policy:
     return Policy(agent, cfg, spec, logdir, _checkpoint_step(path))
 
 
+def _with_search(cfg: Config, simulations: int) -> Config:
+    """The run's config acting by tree search over its world model (see `load`)."""
+    if simulations < 1:
+        raise UserError(f"search must be ≥ 1 simulations (0: act without search), got {simulations}")
+    if cfg.agent.family != "dreamer":
+        raise UserError(f"search runs over a Dreamer world model; this run's agent.family is {cfg.agent.family}"
+                        + (" (which acts by its own search already: muzero.simulations)" if cfg.agent.family == "muzero"
+                           else ""))
+    if cfg.behavior.kind != "actor_critic" and not cfg.behavior.planner.value:
+        raise UserError("search needs the run's actor and critic (its prior and value); this run plans without "
+                        "them (behavior.kind=planner, behavior.planner.value=false)")
+    return config_lib.update(cfg, {"behavior.kind": "planner", "behavior.planner.kind": "search",
+                                   "behavior.planner.value": True, "behavior.planner.simulations": simulations})
+
+
 def _checkpoint_step(path: Path) -> int:
     """The env step in a checkpoint's name (`ckpt_{step}.pt`)."""
     return int(Path(path).stem.split("_")[1])
@@ -298,9 +317,9 @@ def _checkpoint_step(path: Path) -> int:
 
 def evaluate(logdir: str | Path, episodes: int = 10, mode: str = "eval", env: Any = None,
              write: bool = True, video: bool = False, video_episodes: int = 1, device: str = "auto",
-             on_episode: Callable[[int, float, int], None] | None = None) -> dict[str, Any]:
+             on_episode: Callable[[int, float, int], None] | None = None, search: int = 0) -> dict[str, Any]:
     """Evaluate the newest checkpoint on `device`; with `write`, append the result to
-    logdir/eval.json.
+    logdir/eval.json. `search` > 0: act by tree search over the world model (see `load`).
 
     With `video`, the first `video_episodes` episodes are written to
     `logdir/videos/eval_{i}_{step:09d}.{gif,mp4}` (see `Policy.evaluate`) and their paths are in
@@ -309,13 +328,13 @@ def evaluate(logdir: str | Path, episodes: int = 10, mode: str = "eval", env: An
     """
     if episodes < 1:
         raise UserError(f"episodes must be ≥ 1, got {episodes}")
-    policy = load(logdir, env, device)
+    policy = load(logdir, env, device, search)
     result = policy.evaluate(episodes, mode, video=bool(video), video_episodes=video_episodes,
                              on_episode=on_episode)
     if write:
         path = Path(logdir) / "eval.json"
         history = json.loads(path.read_text()) if path.exists() else []
         row = {k: v for k, v in result.items() if k != "video_note"}
-        history.append({"step": policy.step, "mode": mode, **row})
+        history.append({"step": policy.step, "mode": mode, **({"search": search} if search else {}), **row})
         ckpt.atomic_write_bytes(path, json.dumps(history, indent=1).encode())
     return result

@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   reverie train --env crafter
   reverie eval --logdir runs/cartpole --episodes 20
   reverie eval --logdir runs/walker --episodes 5 --video   # + videos/eval_0_<step>.{gif,mp4}
+  reverie eval --logdir runs/cartpole --search 16          # act by tree search over the world model
   reverie config --preset debug          # print the resolved config
 """
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "observations with the model's open-loop prediction and its error, else rendered frames")
     ev.add_argument("--video-episodes", type=int, default=None, metavar="N",
                     help="with --video: how many episodes to record (default 1)")
+    ev.add_argument("--search", type=int, default=0, metavar="SIMS",
+                    help="act by a tree search of SIMS simulations over a Dreamer run's world model (discrete actions; "
+                         "the actor is its prior, the critic its value; default 0: the policy alone)")
     ev.add_argument("--device", default="auto", help="auto (default: CUDA if torch sees a GPU), cpu, cuda, cuda:N or mps")
     ev.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default 0: as many as the cores left free by other processes)")
 
@@ -133,7 +137,7 @@ def cmd_eval(args) -> int:
               file=sys.stderr, flush=True)
 
     result = api.evaluate(args.logdir, args.episodes, args.mode, video=args.video, video_episodes=video_episodes,
-                          device=args.device, on_episode=show)
+                          device=args.device, on_episode=show, search=args.search)
     print(f"mean return {result['return_mean']:.2f} ± {result['return_std']:.2f} over "
           f"{plural(result['episodes'], 'episode')} (mode {args.mode}); written to {Path(args.logdir) / 'eval.json'}")
     if args.video:

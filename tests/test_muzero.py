@@ -10,14 +10,14 @@ from toy_envs import DictObsEnv
 
 from reverie import config as C
 from reverie.agents import make_agent
-from reverie.agents.muzero.actions import JointActions
+from reverie.planners.joint_actions import JointActions
 from reverie.agents.muzero.agent import POLICY_KEY, scale_gradient
 from reverie.agents.muzero.targets import unroll_targets
 from reverie.envs import make_env
 from reverie.envs.spaces import ActionSpace
 from reverie.errors import ConfigError
 
-SMALL = ["muzero.latent_dim=16", "muzero.units=16", "muzero.projection_dim=16", "muzero.simulations=4",
+SMALL = ["muzero.latent_dim=16", "muzero.mlp_dim=16", "muzero.projection_dim=16", "muzero.simulations=4",
          "batch_size=8"]
 
 
@@ -239,3 +239,10 @@ def test_a_short_run_trains_evaluates_and_resumes(tmp_path):
     assert result["step"] == 120 and result["updates"] > 0 and np.isfinite(result["eval"]["return_mean"])
     resumed = reverie.train("CartPole-v1", logdir=logdir, steps=160, progress=False)
     assert resumed["step"] == 160 and resumed["updates"] > result["updates"]
+
+
+def test_dreamer_size_presets_leave_the_muzero_widths_alone():
+    # size presets set every "*.units", "*.layers" and "*.depth" key: the muzero section has none
+    for size in ("debug", "size1m", "size12m"):
+        c = C.make_config(C.compose_presets(["muzero", size])).muzero
+        assert (c.mlp_dim, c.mlp_layers, c.latent_dim, c.cnn_depth) == (128, 2, 128, 32)

@@ -282,7 +282,11 @@ def validate(cfg: Config) -> None:
         (cfg.behavior.critic.slow_every >= 1, "behavior.critic.slow_every must be ≥ 1"),
         (cfg.behavior.retnorm.kind in ("percentile", "none"), "behavior.retnorm.kind must be percentile or none"),
         (cfg.behavior.kind in ("actor_critic", "planner"), "behavior.kind must be actor_critic or planner"),
-        (cfg.behavior.planner.kind in ("cem", "mppi"), "behavior.planner.kind must be cem or mppi"),
+        (cfg.behavior.planner.kind in ("cem", "mppi", "search"), "behavior.planner.kind must be cem, mppi or search"),
+        (cfg.behavior.planner.kind != "search" or (cfg.behavior.planner.value and cfg.behavior.planner.simulations >= 1
+                                                   and cfg.behavior.planner.tree in ("gumbel", "muzero")),
+         ("behavior.planner.kind=search needs behavior.planner.value=true (the actor is its prior, the critic its "
+          "value), behavior.planner.simulations ≥ 1 and behavior.planner.tree gumbel or muzero")),
         (cfg.behavior.planner.kind != "mppi" or (
             1 <= cfg.behavior.planner.top_k <= cfg.behavior.planner.candidates
             and 0 <= cfg.behavior.planner.policy_samples < cfg.behavior.planner.candidates

@@ -180,11 +180,14 @@ class ReturnNormConfig:
 
 @dataclass
 class PlannerConfig:
-    """Planning on the world model with `behavior.kind=planner`: CEM (PlaNet, reverie/planners/cem.py)
-    or MPPI (TD-MPC2, reverie/planners/mppi.py; TD-MPC2's own settings: horizon 3, candidates 512,
-    iterations 6, top_k 64)."""
+    """Planning on the world model with `behavior.kind=planner`: CEM (PlaNet, reverie/planners/cem.py),
+    MPPI (TD-MPC2, reverie/planners/mppi.py; TD-MPC2's own settings: horizon 3, candidates 512,
+    iterations 6, top_k 64) or a tree search (reverie/planners/search.py) over the RSSM prior with the
+    actor as prior and the critic as value (discrete actions; needs `value`)."""
 
-    kind: str = "cem"  # cem | mppi (continuous actions only)
+    kind: str = "cem"  # cem | mppi (continuous actions only) | search (discrete actions only)
+    simulations: int = 16  # search: simulations per step
+    tree: str = "gumbel"  # search: gumbel (Gumbel MuZero) | muzero (pUCT with Dirichlet root noise)
     horizon: int = 12
     candidates: int = 1000  # action sequences per iteration (MPPI: num_samples)
     iterations: int = 10
@@ -313,8 +316,8 @@ class MuZeroConfig:
     c1: float = 1.25
     c2: float = 19652.0
     latent_dim: int = 128
-    units: int = 128  # hidden width of every MLP
-    layers: int = 2  # hidden layers of the representation, dynamics and prediction MLPs
+    mlp_dim: int = 128  # hidden width of every MLP (not `units`: the size presets' "*.units" would set it)
+    mlp_layers: int = 2  # hidden layers of the representation, dynamics and prediction MLPs
     cnn_depth: int = 32  # channels of the residual CNN's first stage (image keys)
     latent_norm: str = "minmax"  # minmax (MuZero: each latent scaled to [0, 1]) | none
     num_bins: int = 101  # two-hot bins of value and reward, in symlog space [vmin, vmax]

@@ -177,10 +177,12 @@ class DreamerAgent(nn.Module):
     def plan(self, state: dict[str, torch.Tensor], previous: torch.Tensor | None = None,
              is_first: torch.Tensor | None = None, mode: str = "train"):
         """Planned actions (N, A) from RSSM states and what the planner carries to the next step:
-        CEM (stateless, PlaNet) → None; MPPI → its plan's mean (N, H, A), warm-started from `previous`
+        CEM (stateless, PlaNet) and search → None; MPPI → its plan's mean (N, H, A), warm-started from `previous`
         except where `is_first`. With `behavior.planner.value` the critic's value at the horizon
         (a DreamerV3-style critic under the planner), and for MPPI the actor's rollouts as its prior."""
         use_value = self.cfg.behavior.planner.value
+        if isinstance(self.planner, planning.SearchPlanner):
+            return self.planner.plan(self.wm, self.ac, state, explore=mode == "train"), None
         if isinstance(self.planner, MPPIPlanner):
             if previous is not None and is_first is not None:
                 previous = torch.where(is_first[:, None, None], torch.zeros_like(previous), previous)

@@ -26,13 +26,13 @@ import torch
 from torch import nn
 
 from reverie.agents import ReplayField, register
-from reverie.agents.muzero.actions import MAX_JOINT_ACTIONS, JointActions
 from reverie.agents.muzero.networks import MuZeroNetwork, Projection, consistency_loss
 from reverie.agents.muzero.targets import unroll_targets
 from reverie.config import Config
 from reverie.errors import ConfigError
 from reverie.nn.optim import Adam
-from reverie.planners import SearchResult, gumbel_search, muzero_search
+from reverie.planners import SearchResult, tree_search
+from reverie.planners.joint_actions import MAX_JOINT_ACTIONS, JointActions
 
 POLICY_KEY = "search_policy"
 
@@ -98,17 +98,12 @@ class MuZeroAgent(nn.Module):
         return {k: torch.as_tensor(obs[k]).to(self.device) for k in self.obs_keys}
 
     def search(self, net: MuZeroNetwork, obs: dict[str, torch.Tensor], explore: bool) -> SearchResult:
-        """The configured search from h(obs) for every row: explore adds root noise (pUCT) or Gumbel
-        samples and draws the action; otherwise the search is deterministic up to model ties."""
+        """The configured search from h(obs) for every row (`planners.tree_search`)."""
         c = self.c
-        model = NetworkSearchModel(net, c.discount)
-        root = {"s": net.represent(obs)}
-        if c.search == "gumbel":
-            return gumbel_search(model, root, c.simulations, max_considered=c.max_considered,
-                                 gumbel_scale=1.0 if explore else 0.0)
-        return muzero_search(model, root, c.simulations, c1=c.c1, c2=c.c2, dirichlet_alpha=c.dirichlet_alpha,
-                             dirichlet_fraction=c.dirichlet_fraction if explore else 0.0,
-                             temperature=c.temperature if explore else 0.0)
+        return tree_search(c.search, NetworkSearchModel(net, c.discount), {"s": net.represent(obs)}, c.simulations,
+                           explore, max_considered=c.max_considered, c1=c.c1, c2=c.c2,
+                           dirichlet_alpha=c.dirichlet_alpha, dirichlet_fraction=c.dirichlet_fraction,
+                           temperature=c.temperature)
 
     def init_state(self, batch_size: int) -> dict[str, torch.Tensor]:
         """MuZero carries nothing between steps: the search starts from h(o_t)."""

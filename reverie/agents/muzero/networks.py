@@ -106,7 +106,7 @@ class MuZeroNetwork(nn.Module):
 
     def __init__(self, obs_space: dict, num_actions: int, cfg):
         super().__init__()
-        L, U, n = cfg.latent_dim, cfg.units, cfg.layers
+        L, U, n = cfg.latent_dim, cfg.mlp_dim, cfg.mlp_layers
         self.num_actions, self.minmax = num_actions, cfg.latent_norm == "minmax"
         self.representation_net = Representation(obs_space, L, U, n, cfg.cnn_depth)
         trunk = MLP(L + num_actions, U, n, norm="layer", act="relu")

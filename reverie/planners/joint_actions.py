@@ -1,4 +1,4 @@
-"""A discrete action space as one set of A = Π sizes joint actions for the tree search.
+"""A discrete action space as one set of A = Π sizes joint actions, for the tree search.
 
 The env-facing action is Reverie's vector of one one-hot block per dimension (`ActionSpace`,
 Discrete(n) → (n,), MultiDiscrete([3, 4]) → (3 + 4,)); the search picks one joint index in
@@ -27,6 +27,17 @@ class JointActions:
         """(…,) int64 joint indices → (…, Σ sizes) float32 one-hot blocks."""
         blocks = [F.one_hot((index // stride) % size, size) for stride, size in zip(self.strides, self.sizes)]
         return torch.cat(blocks, -1).float()
+
+    def digits(self, device=None) -> torch.Tensor:
+        """(A, D) int64: the per-dimension index of every joint action."""
+        index = torch.arange(self.count, device=device)
+        return torch.stack([(index // stride) % size for stride, size in zip(self.strides, self.sizes)], -1)
+
+    def joint_log_probs(self, log_probs: list[torch.Tensor]) -> torch.Tensor:
+        """A factorised policy's per-dimension log-probabilities [(M, sizes_d)] → (M, A): the log-probability
+        of each joint action, Σ_d log p_d(a_d)."""
+        digits = self.digits(log_probs[0].device)  # (A, D)
+        return sum(lp[:, digits[:, d]] for d, lp in enumerate(log_probs))
 
     def from_vector(self, vector: torch.Tensor) -> torch.Tensor:
         """(…, Σ sizes) one-hot blocks → (…,) int64 joint indices."""
