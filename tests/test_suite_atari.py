@@ -165,3 +165,16 @@ def test_atari100k_trains_and_writes_metrics(tmp_path):
     assert (tmp_path / "metrics.jsonl").exists()
     rows = read_metrics(tmp_path)
     assert any("loss/rec" in row for row in rows)
+
+
+def test_muzero_trains_on_atari_frames_through_its_residual_cnn(tmp_path):
+    result = reverie.train(
+        "atari:pong", logdir=tmp_path, presets=["atari100k", "muzero"], steps=120, progress=False,
+        overrides={"batch_size": 4, "run.train_ratio": 44, "env.num_envs": 1, "env.eval_envs": 1,
+                   "run.eval_episodes": 1, "run.eval_final": False, "run.eval_every": 0, "run.log_every": 1,
+                   "run.report_every": 0, "run.threads": 1, "muzero.simulations": 2, "muzero.mlp_dim": 16,
+                   "muzero.latent_dim": 16, "muzero.cnn_depth": 4, "muzero.projection_dim": 16},
+    )
+    assert result["updates"] > 0
+    rows = read_metrics(tmp_path)
+    assert any("loss/consistency" in row and np.isfinite(row["loss/value"]) for row in rows)

@@ -156,3 +156,16 @@ def test_crafter_trains_and_writes_metrics(tmp_path):
     scored = [row for row in rows if "achievements/score" in row]
     assert scored and all(0.0 <= row["achievements/score"] <= 100.0 for row in scored)
     assert "achievements/collect_wood" in scored[-1]
+
+
+def test_muzero_trains_on_crafter(tmp_path):
+    result = reverie.train(
+        "crafter", logdir=tmp_path, presets=["crafter", "muzero"], steps=120, progress=False,
+        overrides={"batch_size": 4, "run.train_ratio": 44, "env.num_envs": 1, "env.eval_envs": 1,
+                   "run.eval_final": False, "run.eval_every": 0, "run.log_every": 1, "run.report_every": 0,
+                   "run.threads": 1, "muzero.simulations": 2, "muzero.mlp_dim": 16, "muzero.latent_dim": 16,
+                   "muzero.cnn_depth": 4, "muzero.projection_dim": 16, "env.max_episode_steps": 50},
+    )
+    assert result["updates"] > 0 and result["episodes"] >= 1
+    rows = read_metrics(tmp_path)
+    assert any("loss/policy" in row for row in rows) and any("achievements/score" in row for row in rows)
