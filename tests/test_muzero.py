@@ -10,12 +10,12 @@ from toy_envs import DictObsEnv
 
 from reverie import config as C
 from reverie.agents import make_agent
-from reverie.planners.joint_actions import JointActions
-from reverie.agents.muzero.agent import POLICY_KEY, scale_gradient
-from reverie.agents.muzero.targets import unroll_targets
+from reverie.agents.muzero.agent import POLICY_KEY, NetworkSearchModel, scale_gradient
+from reverie.agents.muzero.targets import unroll_targets, value_prefix_targets
 from reverie.envs import make_env
 from reverie.envs.spaces import ActionSpace
 from reverie.errors import ConfigError
+from reverie.planners.joint_actions import JointActions
 
 SMALL = ["muzero.latent_dim=16", "muzero.mlp_dim=16", "muzero.projection_dim=16", "muzero.simulations=4",
          "batch_size=8"]
@@ -246,3 +246,32 @@ def test_dreamer_size_presets_leave_the_muzero_widths_alone():
     for size in ("debug", "size1m", "size12m"):
         c = C.make_config(C.compose_presets(["muzero", size])).muzero
         assert (c.mlp_dim, c.mlp_layers, c.latent_dim, c.cnn_depth) == (128, 2, 128, 32)
+
+
+def test_value_prefix_targets_sum_the_rewards_since_each_restart():
+    reward = torch.tensor([[0.0, 1, 2, 3, 4, 5]])  # u_1 … u_5
+    assert value_prefix_targets(reward, 2).tolist() == [[0, 1, 3, 3, 7, 5]]
+    assert value_prefix_targets(reward, 5).tolist() == [[0, 1, 3, 6, 10, 15]]
+
+
+def test_with_a_value_prefix_the_search_rewards_are_prefix_differences_that_restart():
+    agent, _ = make(overrides=["muzero.value_prefix=true", "muzero.prefix_horizon=2", "muzero.lstm_dim=8"])
+    agent.train_step(batch())  # the reward head's output layer starts at zero
+    net = agent.net
+    model = NetworkSearchModel(net, 0.9, prefix_horizon=2)
+    s = net.represent({"vector": torch.randn(3, 4)})
+    node, rewards, prefixes, carry, latent = model.root(s), [], [], None, s
+    for depth in range(3):
+        action = torch.full((3,), depth % 2)
+        node, reward, discount = model.step(node, action)
+        latent, logits, carry = net.dynamics(latent, action, carry)
+        prefixes.append(net.twohot(logits).mean())
+        rewards.append(reward)
+        if depth == 1:  # depth 2 is a multiple of the horizon: the prefix and the LSTM restart
+            assert torch.all(node["h"] == 0) and torch.all(node["prefix"] == 0)
+            carry = None
+        assert torch.allclose(discount, torch.full((3,), 0.9))
+    assert torch.allclose(rewards[0], prefixes[0]) and torch.allclose(rewards[1], prefixes[1] - prefixes[0])
+    assert torch.allclose(rewards[2], prefixes[2])  # after the restart the parent's prefix is 0
+    metrics = agent.train_step(batch(seed=3))
+    assert metrics["train/nonfinite"] == 0 and agent.net.prefix_cell.weight_ih.grad.abs().sum() > 0

@@ -306,8 +306,8 @@ def validate(cfg: Config) -> None:
         (cfg.muzero.search in ("muzero", "gumbel"), "muzero.search must be muzero or gumbel"),
         (cfg.muzero.latent_norm in ("minmax", "none"), "muzero.latent_norm must be minmax or none"),
         (min(cfg.muzero.simulations, cfg.muzero.unroll, cfg.muzero.td_steps, cfg.muzero.target_update,
-             cfg.muzero.max_considered) >= 1,
-         "muzero.simulations, .unroll, .td_steps, .target_update and .max_considered must be ≥ 1"),
+             cfg.muzero.max_considered, cfg.muzero.prefix_horizon) >= 1,
+         "muzero.simulations, .unroll, .td_steps, .target_update, .max_considered and .prefix_horizon must be ≥ 1"),
         (0 <= cfg.muzero.reanalyse <= 1, "muzero.reanalyse must be a fraction of the batch in [0, 1]"),
     ]
     for ok, message in checks:

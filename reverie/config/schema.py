@@ -337,6 +337,9 @@ class MuZeroConfig:
     grad_clip: float = 10.0
     target_update: int = 100  # updates between hard copies of the network into the target network
     reanalyse: float = 0.0  # fraction of each batch whose policy targets the current model searches again
+    value_prefix: bool = False  # EfficientZero: an LSTM predicts the reward summed since the last reset
+    lstm_dim: int = 128  # value prefix: the LSTM's width (LightZero's lstm_hidden_size)
+    prefix_horizon: int = 5  # value prefix: the sum (and the LSTM) restarts every this many steps
 
 
 @dataclass

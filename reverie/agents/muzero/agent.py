@@ -12,7 +12,9 @@ in symlog space, the gradient into each dynamics step scaled by ½, targets z, u
 EfficientZero's projector and predictor. One Adam optimiser with decoupled weight decay and a
 global-norm clip; the target network is a hard copy every `target_update` updates. With
 `reanalyse` > 0 the first fraction of each batch gets fresh policy targets from a search with the
-current network (MuZero Reanalyse). A non-finite loss or gradient skips the update without a host
+current network (MuZero Reanalyse). With `value_prefix` the reward head reads an LSTM over the
+unrolled latents and is trained on Σ_{i ≤ k} u_{t+i} (restarting every `prefix_horizon` steps), as
+EfficientZero's value prefix. A non-finite loss or gradient skips the update without a host
 sync (`train/nonfinite`).
 """
 
@@ -27,7 +29,7 @@ from torch import nn
 
 from reverie.agents import ReplayField, register
 from reverie.agents.muzero.networks import MuZeroNetwork, Projection, consistency_loss
-from reverie.agents.muzero.targets import unroll_targets
+from reverie.agents.muzero.targets import unroll_targets, value_prefix_targets
 from reverie.config import Config
 from reverie.errors import ConfigError
 from reverie.nn.optim import Adam
@@ -38,19 +40,37 @@ POLICY_KEY = "search_policy"
 
 
 class NetworkSearchModel:
-    """A `MuZeroNetwork` as the tree search's `SearchModel`: latents {"s": (M, L)}, a fixed discount."""
+    """A `MuZeroNetwork` as the tree search's `SearchModel`, with a fixed discount. Latents are
+    {"s": (M, L)}; with the value prefix also the LSTM carry "h", "c" (M, lstm_dim), the predicted
+    prefix (M,) and the depth (M,): an edge's reward is the child's prefix minus the parent's, and
+    the carry and prefix restart at every multiple of `prefix_horizon` (EfficientZero's search)."""
 
-    def __init__(self, net: MuZeroNetwork, discount: float):
-        self.net, self.discount = net, discount
+    def __init__(self, net: MuZeroNetwork, discount: float, prefix_horizon: int = 5):
+        self.net, self.discount, self.horizon = net, discount, prefix_horizon
+
+    def root(self, s: torch.Tensor):
+        if self.net.prefix_cell is None:
+            return {"s": s}
+        carry = s.new_zeros(s.shape[0], self.net.prefix_cell.hidden_size)
+        return {"s": s, "h": carry, "c": carry.clone(), "prefix": s.new_zeros(s.shape[0]),
+                "depth": s.new_zeros(s.shape[0])}
 
     def predict(self, latent):
         logits, value_logits = self.net.predict(latent["s"])
         return logits, self.net.twohot(value_logits).mean()
 
     def step(self, latent, action):
-        nxt, reward_logits = self.net.dynamics(latent["s"], action)
-        reward = self.net.twohot(reward_logits).mean()
-        return {"s": nxt}, reward, torch.full_like(reward, self.discount)
+        carry = (latent["h"], latent["c"]) if "h" in latent else None
+        nxt, reward_logits, carry = self.net.dynamics(latent["s"], action, carry)
+        predicted = self.net.twohot(reward_logits).mean()
+        discount = torch.full_like(predicted, self.discount)
+        if carry is None:
+            return {"s": nxt}, predicted, discount
+        depth = latent["depth"] + 1
+        keep = (torch.remainder(depth, self.horizon) != 0).to(nxt.dtype)  # (M,) 0 where the prefix restarts
+        child = {"s": nxt, "h": carry[0] * keep[:, None], "c": carry[1] * keep[:, None],
+                 "prefix": predicted * keep, "depth": depth}
+        return child, predicted - latent["prefix"], discount
 
 
 def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -100,8 +120,8 @@ class MuZeroAgent(nn.Module):
     def search(self, net: MuZeroNetwork, obs: dict[str, torch.Tensor], explore: bool) -> SearchResult:
         """The configured search from h(obs) for every row (`planners.tree_search`)."""
         c = self.c
-        return tree_search(c.search, NetworkSearchModel(net, c.discount), {"s": net.represent(obs)}, c.simulations,
-                           explore, max_considered=c.max_considered, c1=c.c1, c2=c.c2,
+        model = NetworkSearchModel(net, c.discount, c.prefix_horizon)
+        return tree_search(c.search, model, model.root(net.represent(obs)), c.simulations, explore, max_considered=c.max_considered, c1=c.c1, c2=c.c2,
                            dirichlet_alpha=c.dirichlet_alpha, dirichlet_fraction=c.dirichlet_fraction,
                            temperature=c.temperature)
 
@@ -158,6 +178,8 @@ class MuZeroAgent(nn.Module):
         actions = self.actions.from_vector(data["action"])  # (B, T)
         weight = torch.tensor([1.0] + [1.0 / K] * K, device=self.device)  # (K + 1,) w_k
         s = net.represent({k: v[:, 0] for k, v in obs.items()})  # (B, L)
+        carry = None  # the value prefix's LSTM carry
+        reward_targets = value_prefix_targets(targets.reward, c.prefix_horizon) if c.value_prefix else targets.reward
         terms: dict[str, list[torch.Tensor]] = {"policy": [], "value": [], "reward": [], "consistency": []}
         for k in range(K + 1):
             logits, value_logits = net.predict(s)
@@ -166,8 +188,10 @@ class MuZeroAgent(nn.Module):
             terms["policy"].append(cross_entropy * targets.policy_mask[:, k])
             if k == K:
                 break
-            s, reward_logits = net.dynamics(scale_gradient(s, c.dynamics_grad_scale), actions[:, k])
-            terms["reward"].append(net.twohot(reward_logits).loss(targets.reward[:, k + 1])
+            s, reward_logits, carry = net.dynamics(scale_gradient(s, c.dynamics_grad_scale), actions[:, k], carry)
+            if carry is not None and (k + 1) % c.prefix_horizon == 0:  # the prefix restarts after this step
+                carry = (carry[0] * 0, carry[1] * 0)
+            terms["reward"].append(net.twohot(reward_logits).loss(reward_targets[:, k + 1])
                                    * targets.reward_mask[:, k + 1])
             if self.projection is not None:
                 loss = consistency_loss(self.projection.online(s), consistency_target[:, k])

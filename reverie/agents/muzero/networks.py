@@ -4,7 +4,9 @@
     s⁰ = h(o_t)                      representation: an MLP on the vector keys and/or a residual
                                      CNN on the image keys, then a linear layer to the latent
     s^{k+1}, r^{k+1} = g(s^k, a)     dynamics: s^k + MLP([s^k, onehot(a)]) (a residual step, as
-                                     LightZero's `res_connection_in_dynamics`); reward logits
+                                     LightZero's `res_connection_in_dynamics`); reward logits, or
+                                     with `value_prefix` (EfficientZero) logits of the reward summed
+                                     since the unroll's start, from an LSTM over s^1 … s^{k+1}
     p^k, v^k = f(s^k)                prediction: policy logits over the A actions, value logits
 
 Value and reward are two-hot distributions over bins in symlog space (`TwoHot(symlog=True)`).
@@ -111,7 +113,11 @@ class MuZeroNetwork(nn.Module):
         self.representation_net = Representation(obs_space, L, U, n, cfg.cnn_depth)
         trunk = MLP(L + num_actions, U, n, norm="layer", act="relu")
         self.dynamics_net = nn.Sequential(trunk, Linear(trunk.out_features, L))
-        self.reward_net = nn.Sequential(MLP(L, U, 1, norm="layer", act="relu"), Linear(U, cfg.num_bins, outscale=0.0))
+        # value prefix (EfficientZero): an LSTM over the unrolled latents predicts the reward summed since the last reset
+        self.prefix_cell = nn.LSTMCell(L, cfg.lstm_dim) if cfg.value_prefix else None
+        reward_in = cfg.lstm_dim if cfg.value_prefix else L
+        self.reward_net = nn.Sequential(MLP(reward_in, U, 1, norm="layer", act="relu"),
+                                        Linear(U, cfg.num_bins, outscale=0.0))
         self.prediction_trunk = MLP(L, U, n, norm="layer", act="relu")
         width = self.prediction_trunk.out_features
         self.policy_head = Linear(width, num_actions, outscale=0.0)
@@ -124,11 +130,18 @@ class MuZeroNetwork(nn.Module):
     def represent(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self._norm(self.representation_net(obs))  # (N, L)
 
-    def dynamics(self, s: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """s (N, L), action (N,) int64 → next latent (N, L), reward logits (N, bins) of that step."""
+    def dynamics(self, s: torch.Tensor, action: torch.Tensor, carry: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """s (N, L), action (N,) int64 → next latent (N, L), reward logits (N, bins) and the value
+        prefix's LSTM carry (h, c) (N, lstm_dim) each (None without `value_prefix`; None in: zeros).
+        The logits are of that step's reward, or with `value_prefix` of the rewards summed since the
+        carry was last reset."""
         x = torch.cat([s, F.one_hot(action, self.num_actions).to(s.dtype)], -1)
         nxt = self._norm(s + self.dynamics_net(x))
-        return nxt, self.reward_net(nxt)
+        if self.prefix_cell is None:
+            return nxt, self.reward_net(nxt), None
+        carry = self.prefix_cell(nxt, carry)
+        return nxt, self.reward_net(carry[0]), carry
 
     def predict(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """s (N, L) → policy logits (N, A), value logits (N, bins)."""

@@ -69,3 +69,13 @@ def unroll_targets(reward: torch.Tensor, is_first: torch.Tensor, is_terminal: to
         observed.append(inside)
     return UnrollTargets(*(torch.stack(x, 1) for x in (values, value_masks, rewards, reward_masks,
                                                         policy_masks, observed)))
+
+
+def value_prefix_targets(reward: torch.Tensor, horizon: int) -> torch.Tensor:
+    """EfficientZero's value-prefix targets: (B, K + 1) rewards u_k (entry 0 unused) → (B, K + 1)
+    with entry k = Σ u_i over i = ⌊(k − 1)/H⌋·H + 1 … k, the rewards since the last restart."""
+    out = torch.zeros_like(reward)
+    for k in range(1, reward.shape[1]):
+        start = (k - 1) // horizon * horizon + 1
+        out[:, k] = reward[:, start:k + 1].sum(1)
+    return out
