@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))  # this checkout's reverie
 import torch
 
 import reverie
+from reverie import config as config_lib
 
 
 def scratch_run(checkpoint: Path, work: Path) -> Path:
@@ -64,7 +65,7 @@ def main() -> None:
     rows = []
     for checkpoint in args.checkpoint:
         logdir = scratch_run(checkpoint, args.work)
-        tree = reverie.config.load(logdir / "config.yaml").behavior.planner.tree
+        tree = config_lib.load(logdir / "config.yaml").behavior.planner.tree
         for simulations in settings:
             result = evaluate(logdir, simulations, args.episodes, args.seed)
             row = {"checkpoint": str(checkpoint), "simulations": simulations, "tree": tree if simulations else "-",
