@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import time
@@ -27,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's reverie
 
 import torch
+from replay_storage import cpu_name  # benchmarks/replay_storage.py
 
 import reverie
 from reverie import config as config_lib
@@ -73,7 +73,7 @@ def main() -> None:
             rows.append(row)
             print(f"{checkpoint.parents[1].name} {checkpoint.stem} search {simulations}: "
                   f"{result['return_mean']:.1f} ± {result['return_std']:.1f} ({result['seconds']:.0f} s)", flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"
+    machine = f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dreamer_search.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     lines = ["# Dreamer's policy against a tree search over its own world model", "",

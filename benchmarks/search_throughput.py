@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, str(REPO))  # this checkout's reverie
 import gymnasium as gym
 import numpy as np
 import torch
+from replay_storage import cpu_name  # benchmarks/replay_storage.py
 
 from reverie import config as C
 from reverie.agents import make_agent
@@ -106,7 +106,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
         rows.append(measure_update(obs, args))
         print(rows[-1], flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"
+    machine = f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "search_throughput.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     lines = ["# Tree search and MuZero update speed", "", f"{machine}; medians of {args.repeats} calls.", "",
