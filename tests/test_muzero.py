@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from family_runs import train_then_resume
 from toy_envs import DictObsEnv
 
 from reverie import config as C
@@ -228,17 +229,10 @@ def test_images_and_vectors_with_multidiscrete_actions_act_and_train():
 
 
 def test_a_short_run_trains_evaluates_and_resumes(tmp_path):
-    import reverie
-
     fast = {"run.train_ratio": 88, "run.eval_every": 0, "run.eval_episodes": 1, "env.num_envs": 2,
             "env.parallel": False, "run.report_every": 0, "run.log_every": 0, "replay.chunk_length": 50,
             **dict(item.split("=") for item in SMALL)}
-    logdir = tmp_path / "run"
-    result = reverie.train("CartPole-v1", logdir=logdir, presets=["muzero"], steps=120, overrides=fast,
-                           progress=False)
-    assert result["step"] == 120 and result["updates"] > 0 and np.isfinite(result["eval"]["return_mean"])
-    resumed = reverie.train("CartPole-v1", logdir=logdir, steps=160, progress=False)
-    assert resumed["step"] == 160 and resumed["updates"] > result["updates"]
+    train_then_resume(tmp_path, "CartPole-v1", "muzero", 120, 160, fast)
 
 
 def test_dreamer_size_presets_leave_the_muzero_widths_alone():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from family_runs import train_then_resume
 from toy_envs import CueEnv, DictObsEnv
 
 from reverie import config as C
@@ -171,14 +172,7 @@ def test_spaces_it_cannot_serve_are_one_clear_error(env, message):
 
 
 def test_a_short_run_trains_evaluates_and_resumes(tmp_path):
-    import reverie
-
     fast = {"run.prefill": 40, "run.train_ratio": 64, "run.eval_every": 0, "run.eval_episodes": 1,
             "run.report_every": 0, "run.log_every": 0, "replay.chunk_length": 50,
             **dict(item.split("=") for item in SMALL)}
-    logdir = tmp_path / "run"
-    result = reverie.train("Pendulum-v1", logdir=logdir, presets=["tdmpc2"], steps=80, overrides=fast,
-                           progress=False)
-    assert result["step"] == 80 and result["updates"] > 0 and np.isfinite(result["eval"]["return_mean"])
-    resumed = reverie.train("Pendulum-v1", logdir=logdir, steps=120, progress=False)
-    assert resumed["step"] == 120 and resumed["updates"] > result["updates"]
+    train_then_resume(tmp_path, "Pendulum-v1", "tdmpc2", 80, 120, fast)
