@@ -17,13 +17,13 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from reference_maths import twohot_encode
 
 from reverie import api
 from reverie import config as C
+from reverie.errors import ConfigError
 from reverie.nn import maths as ops
 from reverie.nn.distributions import TwoHot
-from reverie.errors import ConfigError
-from reference_maths import twohot_encode
 
 SETTINGS = settings(max_examples=150, deadline=None)
 ROUND_TRIP = settings(max_examples=100, deadline=None)  # each example writes and parses a YAML file
@@ -33,7 +33,8 @@ KEYS_BY_TYPE = {kind: sorted(k for k, t in LEAVES.items() if t is kind) for kind
 TUPLE_KEYS = sorted(k for k, t in LEAVES.items() if getattr(t, "__origin__", None) is tuple)
 # Keys whose value only the type constrains (no rule in `config.validate`, or one that `fit_rules` meets).
 FREE_INTS = [k for k in KEYS_BY_TYPE[int] if k != "model.rssm.blocks"]  # `fit_rules` handles the others
-FREE_FLOATS = [k for k in KEYS_BY_TYPE[float] if k != "run.train_ratio"]  # must be > 0
+# run.train_ratio must be > 0; muzero.reanalyse is a fraction of the batch in [0, 1] (tested on its own below).
+FREE_FLOATS = [k for k in KEYS_BY_TYPE[float] if k not in ("run.train_ratio", "muzero.reanalyse")]
 # run.device is checked against the device names (auto, cpu, cuda, cuda:N, mps): not free text.
 FREE_STRS = ["logdir", "env.id", "model.act", "model.encoder.mlp_keys", "model.decoder.cnn_keys"]
 BOOL_WORDS = sorted({"true", "yes", "on", "1"} | {"false", "no", "off", "0"})  # case-insensitive
@@ -99,6 +100,17 @@ def test_float_overrides_round_trip_through_the_parser_and_the_saved_file(key, v
     cfg = make(f"{key}={value!r}")
     assert C.get(cfg, key) == value and type(C.get(cfg, key)) is float
     assert round_trips(cfg, saved)
+
+
+@ROUND_TRIP
+@given(value=st.one_of(st.floats(min_value=0, max_value=1), st.floats(allow_nan=False, allow_infinity=False)))
+def test_a_fraction_key_accepts_exactly_the_unit_interval(value, saved):
+    if 0 <= value <= 1:
+        cfg = make(f"muzero.reanalyse={value!r}")
+        assert cfg.muzero.reanalyse == value and round_trips(cfg, saved)
+    else:
+        with pytest.raises(ConfigError, match=r"muzero\.reanalyse .*\[0, 1\]"):
+            make(f"muzero.reanalyse={value!r}")
 
 
 @ROUND_TRIP
