@@ -19,7 +19,7 @@ A seed whose logdir already holds a finished run with the same config is reused,
 (--rerun deletes it first); with --extend, a finished shorter run of the same config, or one that
 --max-minutes stopped, is resumed up to --steps (its wall-clock and eval times continue from the first part); --report trains nothing and
 tabulates the runs as they are (shorter ones included: their curves end where they stopped).
-Writes learning_<task>[_<presets>].json, .md and .png (the plot needs matplotlib); the summary,
+Writes learning_<task>[_<presets>][_nproc<N>].json, .md and .png (the plot needs matplotlib); the summary,
 tables and plot are made by learning_report.py.
 
     python benchmarks/learning.py                                  # CartPole-v1, seeds 0 1 2
@@ -80,6 +80,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--stay-threshold", type=float, default=None,
                         help="level the last 3 evals must hold (CartPole: 450; else --threshold)")
     parser.add_argument("--max-minutes", type=float, default=45.0, help="wall-clock limit per seed")
+    parser.add_argument("--nproc", type=int, default=1, help="data-parallel ranks per run (reverie train --nproc)")
     parser.add_argument("--rerun", action="store_true", help="delete existing runs and train afresh")
     parser.add_argument("--extend", action="store_true",
                         help="resume finished shorter runs of the same config (or runs stopped by --max-minutes) "
@@ -128,7 +129,7 @@ def train_seed(args: argparse.Namespace, seed: int, logdir: Path, before: dict |
     """Run `reverie train` for one seed; tee its output; timestamp eval lines; kill at the limit.
     `before`: the record of the finished first part of the run that this call resumes."""
     command = [sys.executable, "-m", "reverie.cli", "train", "--logdir", str(logdir), "--steps", str(args.steps),
-               "--no-progress"]
+               "--no-progress", *(["--nproc", str(args.nproc)] if args.nproc > 1 else [])]
     if before is None:
         command += ["--env", args.task, "--seed", str(seed), *[f"--preset={p}" for p in args.preset], *args.overrides]
     logdir.mkdir(parents=True, exist_ok=True)
@@ -260,13 +261,14 @@ def describe(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
     command = ["python", "benchmarks/learning.py", "--task", args.task, "--seeds", *map(str, args.seeds),
                "--steps", str(args.steps), "--threshold", f"{args.threshold:g}", "--stay-threshold",
                f"{args.stay_threshold:g}", "--max-minutes", f"{args.max_minutes:g}",
-               *[f"--preset={p}" for p in args.preset], "--out", args.out, "--runs-dir", args.runs_dir,
+               *(["--nproc", str(args.nproc)] if args.nproc > 1 else []), *[f"--preset={p}" for p in args.preset],
+               "--out", args.out, "--runs-dir", args.runs_dir,
                *(["--reference", args.reference] if args.reference else []), *(["--extend"] if args.extend else []),
                *(["--report"] if args.report else []), *args.overrides]
     run = cfg["run"]
     return {
         "config": {"task": args.task, "seeds": args.seeds, "steps": args.steps, "threshold": args.threshold,
-                   "stay_threshold": args.stay_threshold, "max_minutes": args.max_minutes,
+                   "stay_threshold": args.stay_threshold, "max_minutes": args.max_minutes, "nproc": args.nproc,
                    "presets": args.preset, "presets_resolved": config_lib.compose_presets(args.preset, default_suite_preset(args.task)),
                    "overrides": args.overrides, "train_ratio": run["train_ratio"], "eval_every": run["eval_every"],
                    "eval_episodes": run["eval_episodes"],
@@ -302,7 +304,8 @@ def main(argv: list[str]) -> int:
         seeds.append(analyse_seed(args, seed, logdir, record, cfg, action))
     result = {**describe(args, cfg), "seeds": seeds,
               "summary": summarise(args, seeds, cfg["env"]["action_repeat"])}
-    out, stem = Path(args.out), "_".join(["learning", task_slug(args.task), *args.preset])
+    ranks = [f"nproc{args.nproc}"] if args.nproc > 1 else []
+    out, stem = Path(args.out), "_".join(["learning", task_slug(args.task), *args.preset, *ranks])
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(out / f"{stem}.md", result)

@@ -94,16 +94,24 @@ def train(
     Resumes if `logdir` (default `runs/<env>`) holds a run: its saved config is used, with the
     runtime keys of `overrides` (RESUME_KEYS) and `steps`; everything else given is named as
     ignored. Returns {"step", "updates", "episodes", "eval", "logdir"}."""
+    cfg = run_config(env, logdir, presets, steps, seed, overrides)
+    spec = None if env is None or isinstance(env, str) else env
+    return _train_loop(cfg, spec, progress)
+
+
+def run_config(env: Any = None, logdir: str | Path | None = None, presets: str | list[str] | tuple[str, ...] = (),
+               steps: int | None = None, seed: int | None = None,
+               overrides: dict[str, Any] | list[str] | None = None) -> Config:
+    """The config `train` runs with these arguments: the saved one when `logdir` holds a run
+    (`resume_config`), else a new one (`build_config`)."""
     named = logdir is not None
     logdir = Path(logdir) if named else default_logdir(env)
     if (logdir / "config.yaml").exists():
-        cfg = resume_config(logdir, env, presets, overrides, steps, seed, default_logdir=not named)
-    else:
-        cfg = build_config(env if env is not None else DEFAULT_ENV, presets, overrides, logdir, steps, seed)
-        if env is not None and not isinstance(env, str):
-            cfg.env.id = f"{OBJECT_PREFIX}{_object_name(env)}"
-    spec = None if env is None or isinstance(env, str) else env
-    return _train_loop(cfg, spec, progress)
+        return resume_config(logdir, env, presets, overrides, steps, seed, default_logdir=not named)
+    cfg = build_config(env if env is not None else DEFAULT_ENV, presets, overrides, logdir, steps, seed)
+    if env is not None and not isinstance(env, str):
+        cfg.env.id = f"{OBJECT_PREFIX}{_object_name(env)}"
+    return cfg
 
 
 def resume_config(logdir: Path, env: Any, presets, overrides, steps: int | None, seed: int | None,

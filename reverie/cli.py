@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ EXAMPLES = """examples:
   reverie train --env dmc:walker_walk --preset dmc_vision
   reverie train --env atari:pong            # preset atari100k by default
   reverie train --env crafter
+  reverie train --env CartPole-v1 --nproc 2 run.threads=1   # data-parallel, 2 ranks (torchrun)
   reverie eval --logdir runs/cartpole --episodes 20
   reverie eval --logdir runs/walker --episodes 5 --video   # + videos/eval_0_<step>.{gif,mp4}
   reverie eval --logdir runs/cartpole --search 16          # act by tree search over the world model
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="total env steps of the run (on resume: train on up to N)")
     train.add_argument("--seed", type=int, default=None, metavar="S", help="random seed of a new run (default 0)")
     train.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live bar")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="data-parallel over N processes on this machine (torchrun; one GPU each on CUDA): "
+                            "batch_size is the job's batch, each rank trains on batch_size / N (default 1)")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. run.train_ratio=64; on resume only the runtime keys "
                             "run.threads, run.device, run.precision, run.compile, run.retain_memory")
@@ -88,12 +93,16 @@ def cmd_train(args) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be a positive number of env steps, got {args.steps}")
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be ≥ 1 processes, got {args.nproc}")
     logdir = Path(args.logdir) if args.logdir else None
     folder = logdir if logdir is not None else api.default_logdir(args.env)
     created = False
     if not (folder / "config.yaml").exists():
         created = not folder.exists()
         _check_logdir_writable(folder)
+    if args.nproc > 1:
+        return _launch_ranks(args, folder, created)
     try:
         result = api.train(args.env, logdir=logdir, presets=args.preset, steps=args.steps, seed=args.seed,
                            overrides=args.overrides, progress=not args.no_progress)
@@ -101,9 +110,43 @@ def cmd_train(args) -> int:
         if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # leave no empty run folder behind a refused start
         raise
-    if not result.get("nothing_to_do"):
+    if not result.get("nothing_to_do") and os.environ.get("RANK", "0") == "0":  # data-parallel: rank 0's
         print(json.dumps(result, default=str))
     return 0
+
+
+def _launch_ranks(args, folder: Path, created: bool) -> int:
+    """`--nproc N`: check what can be checked once (the config, the batch's split, a saved run's
+    world size), then run the same command under torchrun, N ranks on this machine."""
+    from . import api, distributed
+    from .run.resume import saved_world_size
+    from .run.train import per_rank_config
+
+    try:
+        saved = saved_world_size(folder)
+        if saved is not None and saved != args.nproc:
+            raise UserError(f"{folder} was trained by {saved} process(es): resume it with --nproc {saved} "
+                            "(a replay split into shards is not re-split)")
+        cfg = api.run_config(args.env, args.logdir, args.preset, args.steps, args.seed, args.overrides)
+        per_rank_config(cfg, distributed.World(0, args.nproc))
+    except UserError:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    return distributed.launch(args.nproc, _without_nproc(args.argv))
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The `train` arguments without `--nproc N` (and without the leading `train`)."""
+    out, skip = [], False
+    for item in argv[argv.index("train") + 1:]:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
 
 
 def _check_logdir_writable(logdir: Path) -> None:
@@ -165,7 +208,9 @@ def cmd_config(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv
     # argparse stops filling a positional list at the first option: `key=value`s given after an
     # option (`--preset debug run.threads=1`) arrive here and are overrides too.
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]

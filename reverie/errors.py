@@ -3,11 +3,13 @@ notes about what it is doing.
 
 The CLI prints a `UserError` as one line `reverie: error: ...` and exits with code 2. A
 `ReverieWarning` is printed as one line `reverie: warning: ...` (no source line; Python's warning
-filters still apply to it), and `notice` prints `reverie: ...` on standard error.
+filters still apply to it), and `notice` prints `reverie: ...` on standard error (in a
+data-parallel job only on rank 0: the other ranks run the same code and would repeat it).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -48,7 +50,8 @@ def warn(message: str) -> None:
 
 def notice(message: str) -> None:
     """Tell the user what a run does (resuming, settings ignored): `reverie: ...` on standard error."""
-    print(f"reverie: {message}", file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"reverie: {message}", file=sys.stderr, flush=True)
 
 
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:

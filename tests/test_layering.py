@@ -14,7 +14,8 @@ ALLOWED = {
     "errors": set(),
     "files": set(),
     "kernels": {"errors"},
-    "nn": {"errors", "kernels"},
+    "distributed": {"errors"},  # the collectives an update needs (no-ops in a world of one)
+    "nn": {"errors", "kernels", "distributed"},
     "config": {"errors"},
     "envs": {"config", "errors"},
     "replay": {"errors", "files"},
@@ -22,8 +23,8 @@ ALLOWED = {
     "progress": {"errors"},
     "logging": {"errors", "progress", "video"},
     "planners": {"errors", "nn"},
-    "agents": {"errors", "config", "nn", "kernels", "planners"},
-    "run": {"errors", "files", "config", "envs", "replay", "agents", "video", "logging", "progress"},
+    "agents": {"errors", "config", "nn", "kernels", "planners", "distributed"},
+    "run": {"errors", "files", "config", "envs", "replay", "agents", "video", "logging", "progress", "distributed"},
 }
 TOP = {"api", "cli", "__init__", "__main__"}  # the user-facing entry points may import anything
 

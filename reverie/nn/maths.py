@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reverie import distributed
 from reverie.kernels.compile import compiled
 
 
@@ -128,7 +129,7 @@ class ReturnNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, returns: torch.Tensor) -> None:
-        values = returns.detach().float().flatten()
+        values = distributed.gather_rows(returns.detach().float().flatten())  # every rank's returns
         low, high = torch.quantile(values, self.quantiles.to(values.device))
         self.low.lerp_(low, self.rate)
         self.high.lerp_(high, self.rate)

@@ -106,10 +106,17 @@ class ReplayStore:
 
     # ----------------------------------------------------------------------------- resuming
 
-    def restore(self, replay_state: dict) -> dict[str, np.ndarray]:
+    def recoverable(self, added: int) -> int:
+        """The per-env time up to which chunks written after a checkpoint at time `added` continue
+        without a gap (`added` itself when none do); their files are not read here."""
+        _, after = self._chains(added)
+        return max([added] + [chunk.end for chunk in after])
+
+    def restore(self, replay_state: dict, until: int | None = None) -> dict[str, np.ndarray]:
         """Load the checkpoint's replay state (counters, RNG, queue) and its steps from the chunks,
-        then add the steps of chunks written after it. Returns the recovered steps
-        {key: (num_envs, n, ...)} (n = 0 when the checkpoint was the last thing written)."""
+        then add the steps of chunks written after it, up to per-env time `until` (default: all).
+        Returns the recovered steps {key: (num_envs, n, ...)} (n = 0 when the checkpoint was the
+        last thing written)."""
         for leftover in self.folder.glob(".chunk_*.tmp") if self.folder.is_dir() else ():
             leftover.unlink(missing_ok=True)  # a write cut short by a crash
         replay, added = self.replay, int(replay_state["added"])
@@ -127,15 +134,16 @@ class ReplayStore:
         recovered: list[dict[str, np.ndarray]] = []
         self.written = added
         for chunk in after:  # oldest first
-            steps = self._read(chunk, max(chunk.start, added), chunk.end)
+            end = chunk.end if until is None else min(chunk.end, until)
+            steps = self._read(chunk, max(chunk.start, added), end) if end > max(chunk.start, added) else None
             if steps is None:
                 break
-            count = self._held(replay.added, chunk.end)  # storage=disk: steps whose images the ring still holds
+            count = self._held(replay.added, end)  # storage=disk: steps whose images the ring still holds
             for i in range(count):
                 replay.add({key: array[:, i] for key, array in steps.items()})
             recovered.append({key: array[:, :count] for key, array in steps.items()})
             self.written = replay.added
-            if self.written < chunk.end:
+            if self.written < chunk.end:  # cut at `until`, or images overwritten: the rest is stale
                 break
         for chunk in self.chunks():  # whatever lies past the write head would overlap new chunks
             if chunk.end > self.written:

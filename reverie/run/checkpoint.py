@@ -32,16 +32,29 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if CKPT_PATTERN.match(p.name))
 
 
+def checkpoint_name(step: int) -> str:
+    return f"ckpt_{step:09d}.pt"
+
+
 def save_checkpoint(folder: Path, step: int, payload: dict[str, Any], keep: int = 3) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    path = folder / f"ckpt_{step:09d}.pt"
+    path = folder / checkpoint_name(step)
     atomic_write_bytes(path, buffer.getvalue())
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """One checkpoint file (`weights_only=True`), or `CheckpointError` naming it."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - missing, torn or not a checkpoint
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(error).__name__}); restore it from a "
+                              "backup, or start a new logdir") from None
 
 
 CORRUPT_FOLDER = "corrupt"  # unreadable checkpoints are moved here, out of the way of the next resume

@@ -36,10 +36,11 @@ SHOWN = {"return": "episode/return", "rec": "loss/rec", "rew": "loss/rew", "poli
 class MetricsRows:
     def __init__(self, counters: Counters, writer: MetricsWriter, progress: Progress, guard: NonfiniteGuard,
                  replay: Replay, envs: Any, episode_logs: EpisodeLogStats, *, samples_per_update: int,
-                 log_every: float, last_step: int):
+                 log_every: float, last_step: int, shards: int = 1):
         self.counters, self.writer, self.progress, self.guard = counters, writer, progress, guard
         self.replay, self.envs, self.episode_logs = replay, envs, episode_logs
-        self.samples_per_update = samples_per_update  # B × T replayed steps per update
+        self.samples_per_update = samples_per_update  # B × T replayed steps per update (the job's B)
+        self.shards = shards  # data-parallel: W replay shards of the same length; the episodes are rank 0's
         self.last_step = last_step  # the run's end: a row is always written there
         self.timer = Every(log_every)
         # The window the next row covers: from here.
@@ -75,7 +76,7 @@ class MetricsRows:
             "fps": steps / max(seconds, 1e-9),
             "updates_per_s": updates / max(seconds, 1e-9),
             "train_ratio_achieved": updates * self.samples_per_update / max(steps, 1),
-            "replay_steps": len(self.replay),
+            "replay_steps": len(self.replay) * self.shards,
             "train/skipped_updates": self.counters.skipped_updates,
             "env/restarts": getattr(self.envs, "restarts", 0),
             "threads": torch.get_num_threads(),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reverie import kernels
+from reverie import distributed, kernels
 from reverie.agents import MODES, WRITE_BACK_PREFIX, register
 from reverie.agents.dreamer import explore, planning, replay_context
 from reverie.agents.dreamer.actor_critic import ActorCritic
@@ -209,10 +209,11 @@ class DreamerAgent(nn.Module):
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         self.backward(scaled, total)
+        distributed.average_gradients(p for group in self.param_groups.values() for p in group)  # over the ranks
         grad_norm = global_norm(p.grad for group in self.param_groups.values() for p in group)
         # NaN rewards could pass the two-hot loss as its end bin, so the batch itself is checked too.
         data_finite = torch.stack([torch.isfinite(v).all() for v in data.values() if v.is_floating_point()]).all()
-        finite = torch.isfinite(total) & torch.isfinite(grad_norm) & data_finite  # () bool
+        finite = distributed.all_true(torch.isfinite(total) & torch.isfinite(grad_norm) & data_finite)  # () bool
         for optimizer in self.optimizers.values():
             optimizer.step(apply=finite)
         if self.ac is not None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from reverie import distributed
 from reverie.agents import ReplayField, register
 from reverie.agents.muzero.networks import MuZeroNetwork, Projection, consistency_loss
 from reverie.agents.muzero.targets import unroll_targets, value_prefix_targets
@@ -215,9 +216,11 @@ class MuZeroAgent(nn.Module):
         total = sum(coef[k] * v for k, v in losses.items())
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        distributed.average_gradients(self.params)  # data-parallel: the mean over the ranks
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip, foreach=True)
         data_finite = torch.stack([torch.isfinite(v).all() for v in data.values() if v.is_floating_point()]).all()
-        finite = torch.isfinite(total) & torch.isfinite(grad_norm) & data_finite  # () bool, no host sync
+        # () bool, no host sync; false on every rank when it is false on one
+        finite = distributed.all_true(torch.isfinite(total) & torch.isfinite(grad_norm) & data_finite)
         self.optimizer.step(apply=finite)
         self.update_target(finite)
         self.eval()

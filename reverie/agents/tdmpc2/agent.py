@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reverie import distributed
 from reverie.agents import register
 from reverie.agents.tdmpc2.model import RunningScale, TDMPC2Model
 from reverie.config import Config
@@ -188,17 +189,19 @@ class TDMPC2Agent(nn.Module):
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         total.backward()
+        distributed.average_gradients(self.model_params)  # data-parallel: the mean over the ranks
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model_params, self.c.grad_clip, foreach=True)
         # () bool, no host sync; NaN rewards could pass the two-hot loss as its end bin: the batch is checked too
         data_finite = torch.stack([torch.isfinite(v).all() for v in data.values() if v.is_floating_point()]).all()
-        finite = torch.isfinite(total) & torch.isfinite(grad_norm) & data_finite
+        finite = distributed.all_true(torch.isfinite(total) & torch.isfinite(grad_norm) & data_finite)
         self.optimizers["model"].step(apply=finite)
         # the policy after the model step, on the updated Q-functions (as `TDMPC2._update` does)
         saved = self.scale.value.clone()
         pi_loss = self.policy_loss(zs, live)
         pi_loss.backward(inputs=list(self.model.pi.parameters()))
+        distributed.average_gradients(self.model.pi.parameters())
         pi_grad_norm = torch.nn.utils.clip_grad_norm_(self.model.pi.parameters(), self.c.grad_clip, foreach=True)
-        finite = finite & torch.isfinite(pi_loss) & torch.isfinite(pi_grad_norm)
+        finite = finite & distributed.all_true(torch.isfinite(pi_loss) & torch.isfinite(pi_grad_norm))
         self.optimizers["pi"].step(apply=finite)
         self.model.update_target(self.c.tau, finite)
         with torch.no_grad():

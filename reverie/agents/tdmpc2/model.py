@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reverie import distributed
 from reverie.nn import maths as ops
 from reverie.nn.distributions import TwoHot
 
@@ -217,5 +218,6 @@ class RunningScale(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        lo, hi = torch.quantile(x.detach().float().flatten(), torch.tensor([0.05, 0.95], device=x.device))
+        values = distributed.gather_rows(x.detach().float().flatten())  # every rank's batch
+        lo, hi = torch.quantile(values, torch.tensor([0.05, 0.95], device=x.device))
         self.value.lerp_(torch.clamp(hi - lo, min=1.0), self.tau)
