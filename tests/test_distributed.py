@@ -8,7 +8,14 @@ of every family; a 2-rank run resumed from its logdir continuing both shards; th
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +196,39 @@ def test_nproc_errors_are_one_line_and_leave_no_folder(tmp_path, capsys):
     assert err.count("\n") == 1 and "batch_size 4 does not split over 3 ranks" in err and not logdir.exists()
     assert main(["train", "--logdir", str(logdir), "--nproc", "0"]) == 2
     assert "--nproc must be ≥ 1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ a rank that dies
+def rank_pid(logdir: Path, rank: int) -> int | None:
+    """The pid of rank `rank` of the job training in `logdir` (its command line names the logdir)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(logdir).encode() in (proc / "cmdline").read_bytes() \
+                    and f"\0RANK={rank}\0".encode() in b"\0" + (proc / "environ").read_bytes():
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds the rank's process through /proc")
+def test_a_killed_rank_stops_the_job_with_one_line_and_the_job_resumes(tmp_path):
+    logdir = tmp_path / "run"
+    command = [sys.executable, "-m", "reverie", "train", "--nproc", "2", "--preset", "debug", "--logdir", str(logdir),
+               "--no-progress", "run.threads=1", "run.checkpoint_every=0.02", *QUIET]
+    job = subprocess.Popen([*command, "--steps", "5000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list((logdir / "ranks" / "1" / "checkpoints").glob("ckpt_*.pt")):
+        assert job.poll() is None and time.monotonic() < deadline, "the job ended before its first checkpoint"
+        time.sleep(0.2)
+    os.kill(rank_pid(logdir, 1), signal.SIGKILL)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 1
+    assert err.strip().splitlines()[-1] == ("reverie: error: rank 1 of 2 was killed by SIGKILL and the job stopped its "
+                                            "other ranks; run the same command again to resume from the last checkpoint")
+    done = subprocess.run([*command, "--steps", "600"], check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["step"] == 600
+    for shard in (logdir, logdir / "ranks" / "1"):  # each step once on disk: contiguous chunks, none overlapping
+        spans = sorted(tuple(int(t) for t in p.stem.split("_")[1:]) for p in (shard / "replay").glob("chunk_*.npz"))
+        assert spans[0][0] == 0 and spans[-1][1] == 300 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
