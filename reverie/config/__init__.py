@@ -239,6 +239,8 @@ def validate(cfg: Config) -> None:
         (cfg.batch_size >= 1, "batch_size must be ≥ 1"),
         (cfg.batch_length >= 2, "batch_length must be ≥ 2"),
         (cfg.env.num_envs >= 1, "env.num_envs must be ≥ 1"),
+        (cfg.env.backend in ("inline", "process", "ray"), "env.backend must be inline, process or ray"),
+        (min(cfg.env.policy_every, cfg.env.actor_queue) >= 1, "env.policy_every and env.actor_queue must be ≥ 1"),
         (cfg.env.action_repeat >= 1, "env.action_repeat must be ≥ 1"),
         (cfg.run.report_sequences >= 1, "run.report_sequences must be ≥ 1"),
         (min(cfg.env.size) >= 8, "env.size must be at least [8, 8] pixels"),

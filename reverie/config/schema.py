@@ -16,6 +16,12 @@ class EnvConfig:
     num_envs: int = 1  # parallel training envs; worker processes when > 1
     parallel: bool = True  # use worker processes when num_envs > 1
     max_restarts: int = 5  # rebuild an env that raises or dies, up to this many times in a row; 0 stops the run
+    # inline: the learner steps the envs between its updates; process / ray: an actor steps them (and renders)
+    # in another process / on Ray while the learner trains (reverie/run/actors.py)
+    backend: str = "inline"
+    policy_every: int = 10  # process / ray: updates between sending the learner's weights to the actor
+    actor_queue: int = 8  # process: vector steps the actor may run ahead of the learner
+    ray_address: str = ""  # ray: the cluster to join ("auto", "ray://host:10001"); "" starts a local Ray
     eval_envs: int = 1
     action_repeat: int = 1
     max_episode_steps: int = 0  # 0 keeps the env's own time limit

@@ -36,11 +36,12 @@ SHOWN = {"return": "episode/return", "rec": "loss/rec", "rew": "loss/rew", "poli
 class MetricsRows:
     def __init__(self, counters: Counters, writer: MetricsWriter, progress: Progress, guard: NonfiniteGuard,
                  replay: Replay, envs: Any, episode_logs: EpisodeLogStats, *, samples_per_update: int,
-                 log_every: float, last_step: int, shards: int = 1):
+                 log_every: float, last_step: int, shards: int = 1, actor: Any = None):
         self.counters, self.writer, self.progress, self.guard = counters, writer, progress, guard
         self.replay, self.envs, self.episode_logs = replay, envs, episode_logs
         self.samples_per_update = samples_per_update  # B × T replayed steps per update (the job's B)
         self.shards = shards  # data-parallel: W replay shards of the same length; the episodes are rank 0's
+        self.actor = actor  # env.backend process / ray: its policy's lag is reported
         self.last_step = last_step  # the run's end: a row is always written there
         self.timer = Every(log_every)
         # The window the next row covers: from here.
@@ -81,6 +82,8 @@ class MetricsRows:
             "env/restarts": getattr(self.envs, "restarts", 0),
             "threads": torch.get_num_threads(),
         }
+        if self.actor is not None:  # updates between the learner's weights and those the newest step acted with
+            row["actor/policy_lag"] = self.counters.updates - self.actor.acted_with
         if self.train_metrics:
             row.update(mean_train_metrics(self.train_metrics))
         row.update(self.episode_logs.summary(bool(self.episode_stats)))

@@ -31,6 +31,7 @@ that depend on the clock (a metrics row, a checkpoint) are rank 0's, shared with
 from __future__ import annotations
 
 import copy
+import pickle
 import random
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ from ..errors import Interrupted, UserError, notice
 from ..logging import MetricsWriter
 from ..progress import Progress
 from ..replay import Replay
+from .actors import BACKENDS, ActorEnvs
 from .counters import Counters
 from .device import resolve_device
 from .driver import Driver, replay_summary
@@ -91,9 +93,14 @@ class Trainer:
         # rank 0 writes in the logdir; rank r > 0 its replay shard and state in logdir/ranks/<r>
         self.shard = self.logdir if world.main else self.logdir / "ranks" / str(world.rank)
         seed = world.seed(cfg.seed)  # envs, replay sampling and actions differ between ranks
-        self.envs = make_vec_env(self.env_spec, cfg.env, cfg.env.num_envs, seed)
+        if cfg.env.backend == "inline":
+            self.envs = make_vec_env(self.env_spec, cfg.env, cfg.env.num_envs, seed)
+        else:  # an actor steps them apart from the learner (actors.py); here only their spaces
+            check_actor_spec(self.env_spec, cfg.env.backend)
+            self.envs = ActorEnvs(self.env_spec, cfg, seed)
         self.threads.measure_now()  # after the env workers started: their work is not ours
-        self.agent = make_agent(self.envs.obs_space, self.envs.act_space, per_rank_config(cfg, world), self.device)
+        agent_cfg = per_rank_config(cfg, world)
+        self.agent = make_agent(self.envs.obs_space, self.envs.act_space, agent_cfg, self.device)
         distributed.broadcast_state(self.agent)
         if not world.main:
             seed_everything(seed)
@@ -115,8 +122,12 @@ class Trainer:
             rewritable=tuple(self.agent.replay_fields) if C else (),  # the context's latents are written back
             agent_folder=None if world.main else self.logdir / "checkpoints")  # rank 0 saves the agent
         self.store = self.checkpoints.store  # the replay on disk
+        self.actor = None
+        if cfg.env.backend != "inline":
+            self.actor = BACKENDS[cfg.env.backend](self.env_spec, agent_cfg, seed, self.agent, self.counters,
+                                                   self.envs, step_size=N * world.size)
         self.driver = Driver(self.envs, self.agent, self.replay, self.rng, self.episode_logs,
-                             persist=self.checkpoints.write_replay_due)
+                             persist=self.checkpoints.write_replay_due, source=self.actor)
         self.evaluator: Evaluator | None = None  # it and the rows and reports write: made by `run`
 
     # ------------------------------------------------------------------------------------------
@@ -214,7 +225,10 @@ class Trainer:
         """The updates the train ratio has earned with the policy step just taken, when a burst is due."""
         if not self.schedule.earn(self.replay.holds_batch):
             return []
-        return self.run_updates()
+        updates = self.run_updates()
+        if self.actor is not None:
+            self.actor.refresh_due()  # the actor's policy copy, every env.policy_every updates
+        return updates
 
     def run_updates(self) -> list[dict[str, torch.Tensor]]:
         """The updates earned and not yet run (a whole credit each), with the bar following them;
@@ -257,7 +271,8 @@ class Trainer:
                                        every=cfg.run.report_every, sequences=cfg.run.report_sequences)
         self.rows = MetricsRows(c, self.writer, self.progress, self.guard, self.replay, self.envs, self.episode_logs,
                                 samples_per_update=self.agent.batch_size * self.world.size * self.agent.sequence_length,
-                                log_every=cfg.run.log_every, last_step=cfg.run.steps, shards=self.world.size)
+                                log_every=cfg.run.log_every, last_step=cfg.run.steps, shards=self.world.size,
+                                actor=self.actor)
 
     def announce(self, resumed: bool) -> None:
         cfg, c, rate = self.cfg, self.counters, self.schedule.updates_per_step
@@ -285,9 +300,23 @@ class Trainer:
                 "eval": self.evaluator.last if self.evaluator else {}, "logdir": str(self.logdir)}
 
     def close(self) -> None:
+        if self.actor is not None:
+            self.actor.close()
         self.envs.close()
         if self.evaluator is not None:
             self.evaluator.close()
+
+
+def check_actor_spec(spec: Any, backend: str) -> None:
+    """An actor builds its envs in another process: from an id, or a factory that pickles."""
+    if isinstance(spec, str):
+        return
+    try:
+        pickle.dumps(spec)
+    except Exception:  # noqa: BLE001 - whatever pickling raises, the spec cannot travel
+        raise UserError(f"env.backend={backend} builds the envs in another process and cannot take this env object "
+                        f"({type(spec).__name__}, not picklable): pass a registered env id or a module-level factory, "
+                        "or set env.backend=inline") from None
 
 
 def per_rank_config(cfg: Config, world: distributed.World) -> Config:
