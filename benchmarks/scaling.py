@@ -116,6 +116,7 @@ def write(out: Path, args, preset: str, settings, samples) -> None:
     stem = "_".join(["scaling", args.env.replace(":", "_").replace("/", "_"), preset, *([args.tag] if args.tag else [])])
     command = " ".join(["python benchmarks/scaling.py", "--env", args.env, "--preset", preset, "--nproc",
                         *map(str, args.nproc), "--threads", *map(str, args.threads), "--backend", *args.backend,
+                        *(["--tag", args.tag] if args.tag else []),
                         "--steps", str(args.steps),
                         "--rounds", str(args.rounds), "--device", args.device, *args.overrides])
     data = {"command": command, "machine": machine(), "env": args.env, "preset": preset, "steps": args.steps,
