@@ -19,7 +19,7 @@ from reverie.run.train import Trainer
 QUICK = ["run.eval_every=0", "run.eval_episodes=1", "run.report_every=0", "run.log_every=1", "run.threads=1"]
 
 
-def make_trainer(tmp_path, backend: str, steps: int = 300, env=None, extra=()) -> Trainer:
+def make_trainer(tmp_path, backend: str, steps: int = 200, env=None, extra=()) -> Trainer:
     cfg = C.make_config(C.compose_presets(["debug"]), [*QUICK, f"env.backend={backend}", f"run.steps={steps}",
                                                        f"logdir={tmp_path / backend}", *extra])
     return Trainer(cfg, env=env, progress=False)
@@ -41,7 +41,7 @@ def test_an_actor_feeds_the_learner_at_the_inline_runs_train_ratio(backend, tmp_
         pytest.importorskip("ray")
     inline, inline_rows = train(tmp_path, "inline")
     result, rows = train(tmp_path, backend)
-    assert result["step"] == inline["step"] == 300 and result["updates"] == inline["updates"] > 200
+    assert result["step"] == inline["step"] == 200 and result["updates"] == inline["updates"] > 100
     assert result["episodes"] > 5
     lag_rows = [r for r in rows if "actor/policy_lag" in r]
     lags = [r["actor/policy_lag"] for r in lag_rows]

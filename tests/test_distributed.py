@@ -127,7 +127,7 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_refused():
 # ------------------------------------------------------------------------------ short runs
 QUIET = ["run.eval_every=0", "run.eval_episodes=1", "run.report_every=0", "env.num_envs=1", "env.parallel=false",
          "replay.chunk_length=50"]
-RUNS = {"dreamer": (["debug"], 300, QUIET),  # (presets, steps, overrides)
+RUNS = {"dreamer": (["debug"], 200, QUIET),  # (presets, steps, overrides)
         "muzero": (["muzero"], 160, [*FAMILIES["muzero"][1], *QUIET, "run.train_ratio=88"]),
         "tdmpc2": (["tdmpc2"], 120, [*QUIET, "run.prefill=40", "run.train_ratio=64", "tdmpc2.latent_dim=32",
                                      "tdmpc2.mlp_dim=32", "tdmpc2.enc_dim=32", "batch_size=8",
