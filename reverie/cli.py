@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -89,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from . import api
+    from . import api, distributed
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be a positive number of env steps, got {args.steps}")
@@ -110,7 +109,7 @@ def cmd_train(args) -> int:
         if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # leave no empty run folder behind a refused start
         raise
-    if not result.get("nothing_to_do") and os.environ.get("RANK", "0") == "0":  # data-parallel: rank 0's
+    if not result.get("nothing_to_do") and distributed.from_environment().main:  # data-parallel: rank 0's
         print(json.dumps(result, default=str))
     return 0
 

@@ -18,7 +18,7 @@ from .collectives import (
            world_size,
 )
 from .launch import launch, torchrun_command
-from .world import World, current, join, leave
+from .world import World, current, from_environment, join, leave
 
-__all__ = ["World", "all_min", "all_true", "average_gradients", "broadcast_state", "current", "gather_rows",
+__all__ = ["World", "all_min", "all_true", "average_gradients", "broadcast_state", "current", "from_environment", "gather_rows",
            "join", "launch", "leave", "torchrun_command", "world_size"]

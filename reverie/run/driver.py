@@ -89,16 +89,19 @@ class Driver:
         """Start every env's episode (also on resume: the envs restart with the run)."""
         (self.acting or self.source).reset()
 
+    def store(self, step: dict[str, np.ndarray]) -> None:
+        """Add one vector step to replay and write the chunks that are due."""
+        self.replay.add(step)
+        self.persist()
+
     def step(self, random: bool = False) -> list[tuple[float, int]]:
         """One vector step (N policy steps); returns (return, length) of the episodes it finished."""
         if self.acting is not None:
-            self.replay.add(self.acting.choose(random))  # step t with the action taken in it
-            self.persist()
-            obs = self.acting.advance()
+            self.store(self.acting.choose(random))  # step t with the action taken in it
+            obs = self.acting.advance()  # after the store: the chunks due are on disk first
         else:
             stored, obs = self.source.next()  # the actor decided `random` itself, by its step count
-            self.replay.add(stored)
-            self.persist()
+            self.store(stored)
         self.tracker.add(obs)
         self.episode_logs.add(split_log_keys(obs)[1], obs["is_last"])
         return self.tracker.pop()
