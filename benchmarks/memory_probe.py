@@ -1,0 +1,235 @@
+"""Memory probe: can the Dreamer world model alone learn to remember what a POPGym task's reward needs?
+
+A full learning run (memory.py) mixes two questions: does the world model carry the cue in its
+recurrent state, and does the actor learn to use it. This probe answers the first one, fast and
+without an actor: it plays a task with uniformly random actions (--steps env steps for training,
+--episodes held-out episodes on another seed), trains only the world model (its losses and its
+optimiser, as the agent's update does) on --batch windows drawn uniformly from that stream, and
+measures on the held-out episodes, each observed from its first step, how much the reward head
+knows about the sign of each step's reward (right or wrong answer):
+
+    memory = 1 - BCE(sign of r | the head's P(r > 0)) / H(sign of r)     over the steps with r != 0
+
+Under a random policy a memoryless predictor knows only the base rate (e.g. 1/4 right on
+RepeatFirst), which scores 0; a model that remembers perfectly scores 1. It is reported over all
+steps and by the step within the episode (1-10, 11-30, 31+), which shows how far back the memory
+reaches, beside the R² of the head's mean (the reward imagination uses), which the head's spread
+over its wide symexp bins can push far below 0 at POPGym's small rewards (±1/50 per step). A
+variant is a list of presets and overrides, as in memory.py; the default variants each change one
+of the levers the memory issue names.
+
+    python benchmarks/memory_probe.py --task RepeatFirstEasy --updates 1500
+    python benchmarks/memory_probe.py --variants default --variant bl64 batch_length=64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from memory import TASKS, env_id, machine
+
+from reverie import config as config_lib
+from reverie.agents.dreamer import DreamerAgent
+from reverie.envs import make_env
+
+MODEL_LOSSES = ("rec", "rew", "con", "dyn", "rep")
+LEVERS = {  # name -> overrides; each changes one thing against `default`
+    "default": [],
+    "bl16": ["batch_length=16"],
+    "bl64": ["batch_length=64"],
+    "free_nats0.1": ["model.rssm.free_nats=0.1"],
+    "rew_scale10": ["loss_scales.rew=10"],
+    "deter1024": ["model.rssm.deter=1024"],
+    "gru_core": ["model.rssm.core=gru"],
+}
+BUCKETS = ((1, 10), (11, 30), (31, 10_000))
+COLUMNS = {"all": "memory, all steps", "r2_mean": "R² of the mean"}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="RepeatFirstEasy", choices=list(TASKS))
+    parser.add_argument("--variants", nargs="*", default=None, choices=list(LEVERS))
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME [ITEM]")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, default=20_000, help="random-policy env steps to train on")
+    parser.add_argument("--episodes", type=int, default=100, help="held-out episodes")
+    parser.add_argument("--updates", type=int, default=1500)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reward-scale", type=float, default=1.0,
+                        help="multiply the task's rewards (a diagnostic of the reward's size, not a config key)")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args(argv)
+    args.command = " ".join(["python", "benchmarks/memory_probe.py", *argv])
+    chosen = args.variants if args.variants is not None else ([] if args.variant else list(LEVERS))
+    args.variant_items = {name: LEVERS[name] for name in chosen}
+    for name, *items in args.variant:
+        args.variant_items[name] = items
+    return args
+
+
+def make_cfg(task: str, items: list[str], seed: int):
+    presets = [i[1:] for i in items if i.startswith("+")]
+    overrides = [i for i in items if not i.startswith("+")]
+    cfg = config_lib.make_config(config_lib.compose_presets(presets, None), overrides)
+    if cfg.agent.family != "dreamer":
+        raise SystemExit(f"memory_probe.py: probes the Dreamer world model; {cfg.agent.family} has none")
+    return cfg
+
+
+def random_stream(task: str, cfg, seed: int, steps: int) -> tuple[dict[str, np.ndarray], Any]:
+    """`steps` consecutive env steps under uniformly random actions: {key: (steps, ...)}; the
+    action stored with a step is the one taken after it (the replay's convention)."""
+    env = make_env(env_id(task), cfg.env, seed)
+    rng = np.random.default_rng(seed)
+    sizes = env.act_space.sizes
+    if not env.act_space.discrete or len(sizes) != 1:
+        raise SystemExit(f"memory_probe.py: {task} needs one discrete action; it has {env.act_space}")
+    rows, step = [], env.reset()
+    for _ in range(steps):
+        action = np.eye(sizes[0], dtype=np.float32)[rng.integers(sizes[0])]
+        rows.append({**{k: np.asarray(v) for k, v in step.items()}, "action": action})
+        step = env.reset() if step["is_last"] else env.step(action)
+    env.close()
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}, env
+
+
+def episodes_of(stream: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The stream's whole episodes stacked (E, L, ...); the card tasks' episodes have one length."""
+    starts = np.flatnonzero(stream["is_first"])
+    lengths = set(np.diff(starts).tolist())
+    if len(lengths) != 1:
+        raise SystemExit("memory_probe.py: the probe needs episodes of one length (POPGym's card tasks)")
+    length = lengths.pop()
+    return {k: np.stack([v[s:s + length] for s in starts[:-1]]) for k, v in stream.items()}
+
+
+def windows(stream: dict[str, np.ndarray], batch: int, length: int, rng: np.random.Generator) -> dict:
+    starts = rng.integers(0, len(stream["is_first"]) - length, batch)
+    index = starts[:, None] + np.arange(length)[None]
+    return {k: v[index] for k, v in stream.items()}
+
+
+@torch.no_grad()
+def reward_memory(agent: DreamerAgent, held_out: dict[str, torch.Tensor]) -> dict[str, float]:
+    """How much of the reward's sign the reward head predicts on held-out episodes, each observed
+    from its first step: 1 - BCE(sign | model) / H(sign), over the steps with a nonzero reward
+    (all, and by step within the episode); and the R² of the head's mean over the same steps."""
+    agent.eval()
+    E = held_out["is_first"].shape[0]
+    _, post, _ = agent.wm.loss(held_out, agent.wm.initial(E, agent.device))
+    head = agent.wm.reward(agent.wm.features(post))
+    probs = head.logits.float().softmax(-1)  # (E, L, bins)
+    positive, negative = probs[..., head.bins > 0].sum(-1), probs[..., head.bins < 0].sum(-1)
+    p = (positive / (positive + negative)).clamp(1e-6, 1 - 1e-6)  # P(reward > 0 | reward != 0)
+    reward, mean = held_out["reward"], head.mean()
+    t = torch.arange(reward.shape[1]).expand_as(reward)
+    result = {}
+    for name, (lo, hi) in [("all", (1, 10_000)), *[(bucket_name(lo, hi), (lo, hi)) for lo, hi in BUCKETS]]:
+        keep = (t >= lo) & (t <= hi) & (reward != 0)
+        if keep.any():
+            y, q = (reward[keep] > 0).float(), p[keep]
+            base = y.mean().clamp(1e-6, 1 - 1e-6)
+            entropy = -(base * base.log() + (1 - base) * (1 - base).log())
+            bce = -(y * q.log() + (1 - y) * (1 - q).log()).mean()
+            result[name] = float(1.0 - bce / entropy)
+            if name == "all":
+                r = reward[keep]
+                result["r2_mean"] = float(1.0 - ((r - mean[keep]) ** 2).mean() / r.var(unbiased=False).clamp_min(1e-12))
+    agent.train()
+    return result
+
+
+def bucket_name(lo: int, hi: int) -> str:
+    return f"{lo}-{hi if hi < 10_000 else ''}"
+
+
+def probe(args, name: str, items: list[str], seed: int) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    cfg = make_cfg(args.task, items, seed)
+    stream, env = random_stream(args.task, cfg, seed, args.steps)
+    held_out = episodes_of(random_stream(args.task, cfg, seed + 10_000, args.episodes * 60)[0])
+    for data in (stream, held_out):
+        data["reward"] = data["reward"] * np.float32(args.reward_scale)
+    agent = DreamerAgent(env.obs_space, env.act_space, cfg)
+    held = agent.to_tensors({k: v[:args.episodes] for k, v in held_out.items()})
+    rng = np.random.default_rng(seed)
+    curve, start = [], time.monotonic()
+    for update in range(1, args.updates + 1):
+        data = agent.to_tensors(windows(stream, cfg.batch_size, cfg.batch_length, rng))
+        losses, _, _ = agent.wm.loss(data, agent.wm.initial(cfg.batch_size, agent.device))
+        total = sum(agent.scales[k] * losses[k].float().mean() for k in MODEL_LOSSES)
+        for optimizer in agent.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        for optimizer in agent.optimizers.values():
+            optimizer.step()
+        if update % args.eval_every == 0 or update == args.updates:
+            curve.append({"update": update, "loss_rew": float(losses["rew"].mean()), **reward_memory(agent, held)})
+            print(f"{args.task} {name} seed {seed}: {curve[-1]}", flush=True)
+    return {"variant": name, "items": items, "seed": seed, "curve": curve, "wall_s": time.monotonic() - start}
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    keys = ["all", *[bucket_name(lo, hi) for lo, hi in BUCKETS], "r2_mean"]
+    lines = [f"# Memory probe on {summary['task']}: what the world model alone remembers of the reward", "",
+             (f"Commit `{summary['git_commit'][:12]}`, {summary['machine']}, {summary['date']}. World model only, "
+              f"{summary['updates']:,} updates on {summary['steps']:,} random-policy steps; on {summary['episodes']} held-out episodes "
+              "the fraction of the reward sign's entropy the reward head removes (0 = a memoryless predictor, 1 = "
+              "perfect memory), over all steps and by step within the episode, and the R² of the head's mean. "
+              "Mean over seeds (each seed)."
+              + (f" Rewards multiplied by {summary['reward_scale']:g}." if summary.get("reward_scale", 1) != 1 else "")),
+             "",
+             "| variant | overrides | " + " | ".join(COLUMNS.get(k, f"memory, steps {k}") for k in keys) + " | wall per run |",
+             "|---|---|" + "---|" * len(keys) + "---|"]
+    for name, runs in summary["variants"].items():
+        finals = [r["curve"][-1] for r in runs]
+        cells = []
+        for key in keys:
+            values = [f[key] for f in finals if key in f]
+            cells.append(f"{np.mean(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})" if values else "—")
+        wall = np.mean([r["wall_s"] for r in runs]) / 60
+        lines.append(f"| `{name}` | {' '.join(runs[0]['items']) or '—'} | " + " | ".join(cells) + f" | {wall:.1f} min |")
+    lines += ["", "```", summary["command"], "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    variants = {name: [probe(args, name, items, seed) for seed in args.seeds]
+                for name, items in args.variant_items.items()}
+    import subprocess
+
+    commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip()
+    summary = {"task": args.task, "command": args.command, "git_commit": commit, "machine": machine(),
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "steps": args.steps,
+               "episodes": args.episodes, "updates": args.updates, "reward_scale": args.reward_scale, "seeds": args.seeds,
+               "variants": variants}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"memory_probe_{args.task}{'_' + args.tag if args.tag else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(summary))
+    print(stem.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
