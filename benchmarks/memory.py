@@ -56,9 +56,9 @@ from compare import GymView, run_sb3, value_at
 
 TASKS = {  # POPGym name -> what a policy must hold in memory to score
     "RepeatFirstEasy": "the episode's first card, for 51 steps",
-    "RepeatPreviousEasy": "the card seen 4 steps ago",
-    "CountRecallEasy": "how often each card value has been seen",
-    "AutoencodeEasy": "a sequence of cards, to replay it in reverse",
+    "RepeatPreviousEasy": "the cards of the last k = 4 steps",
+    "CountRecallEasy": "how often each of 2 colours has been dealt, to answer a query",
+    "AutoencodeEasy": "52 cards watched, to play them back in reverse",
     "PositionOnlyCartPoleEasy": "velocities, from positions over time",
     "VelocityOnlyCartpoleEasy": "positions, from velocities over time",
 }

@@ -96,7 +96,7 @@ def random_stream(task: str, cfg, seed: int, steps: int) -> tuple[dict[str, np.n
     """`steps` consecutive env steps under uniformly random actions: {key: (steps, ...)}; the
     action stored with a step is the one taken after it (the replay's convention)."""
     env = make_env(env_id(task), cfg.env, seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 1])  # not `seed` alone: that would draw the env's own random numbers
     sizes = env.act_space.sizes
     if not env.act_space.discrete or len(sizes) != 1:
         raise SystemExit(f"memory_probe.py: {task} needs one discrete action; it has {env.act_space}")
