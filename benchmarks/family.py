@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from plots import pyplot
+
 HERE = Path(__file__).resolve().parent
 PRESETS = ["dreamerv3", "dreamerv3_2023", "dreamerv2", "dreamerv1", "planet"]
 BUDGET = ["batch_size=16", "batch_length=32", "behavior.imag_last=16", "run.train_ratio=32", "run.train_every=1",
@@ -161,12 +163,8 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def plot(path: Path, summary: dict[str, Any]) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed; skipping the plot (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     colors = {}

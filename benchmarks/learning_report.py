@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import reference_curves  # benchmarks/reference_curves.py
+from plots import pyplot
 
 
 def spread(values: list[float | None]) -> dict[str, float | None]:
@@ -130,12 +131,8 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
 
 
 def write_plot(path: Path, result: dict[str, Any]) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed; skipping the plot (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ref = result["summary"].get("reference")

@@ -53,6 +53,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from compare import GymView, run_sb3, value_at
+from learning import git
+from plots import pyplot
+from throughput_compare import cpu_name
 
 TASKS = {  # POPGym name -> what a policy must hold in memory to score
     "RepeatFirstEasy": "the episode's first card, for 51 steps",
@@ -266,9 +269,7 @@ def summarise(args, runs: list[dict], refs: list[dict]) -> dict[str, Any]:
             variants[variant] = entry
         tasks[task] = {"remember": TASKS[task], "constant": constant, "ppo_finals": ppo,
                        "ppo_mean": float(np.mean(ppo)) if ppo else None, "reference": reference, "variants": variants}
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=False).stdout.strip()
-    return {"command": args.command, "git_commit": commit, "steps": args.steps, "seeds": args.seeds,
+    return {"command": args.command, "git_commit": git("rev-parse", "HEAD"), "steps": args.steps, "seeds": args.seeds,
             "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "variants": args.variant_items,
             "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tasks": tasks, "runs": runs, "references": refs}
@@ -280,12 +281,7 @@ def final(curve, steps: int) -> float | None:
 
 
 def machine() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{cpu_name() or 'unknown CPU'}, {os.cpu_count()} cores"
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -323,12 +319,8 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def plot(path: Path, summary: dict[str, Any]) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed; skipping the plot (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return
     tasks = list(summary["tasks"])
     cols = min(3, len(tasks))

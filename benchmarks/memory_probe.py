@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from learning import git
 from memory import TASKS, env_id, machine
 
 from reverie import config as config_lib
@@ -214,11 +215,7 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     variants = {name: [probe(args, name, items, seed) for seed in args.seeds]
                 for name, items in args.variant_items.items()}
-    import subprocess
-
-    commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=False).stdout.strip()
-    summary = {"task": args.task, "command": args.command, "git_commit": commit, "machine": machine(),
+    summary = {"task": args.task, "command": args.command, "git_commit": git("rev-parse", "HEAD"), "machine": machine(),
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "steps": args.steps,
                "episodes": args.episodes, "updates": args.updates, "reward_scale": args.reward_scale, "seeds": args.seeds,
                "variants": variants}
