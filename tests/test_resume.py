@@ -254,3 +254,26 @@ def test_same_seed_gives_identical_metrics_on_cpu(tmp_path):
     first, second, other = losses("a"), losses("b"), losses("c", seed=6)
     assert len(first) > 20 and first == second
     assert first != other
+
+
+def test_evaluations_stay_on_the_eval_every_grid_after_a_resume_or_an_overshooting_step():
+    # A resume that recovered steps past a due evaluation (e.g. at 21,175 with eval_every 5,000)
+    # evaluates once, then returns to 25,000, 30,000, ...; so does a vector step that passed 20,000.
+    from reverie import config as C
+    from reverie.run.counters import Counters
+    from reverie.run.evaluator import Evaluator
+
+    class Recording(Evaluator):
+        def evaluate_and_log(self, final=False):
+            self.ran.append(self.counters.step)
+
+    counters = Counters(next_eval=20_000)
+    evaluator = Recording(C.make_config(C.compose_presets([], None), ["run.eval_every=5000"]), None, None,
+                          counters, None, None)
+    evaluator.ran = []
+    for step in (19_992, 21_175, 24_000, 25_008, 29_999, 30_000):
+        counters.step = step
+        if evaluator.due(0.0, step):
+            evaluator.run()
+    assert evaluator.ran == [21_175, 25_008, 30_000]
+    assert counters.next_eval == 35_000

@@ -5,7 +5,9 @@ Each evaluation plays `run.eval_episodes` full episodes with the agent's evaluat
 (`agent.eval_mode`) on envs of its own (`env.eval_envs` of them, seeded seed + 10,000, made at
 the first evaluation; an env instance given for training is deep-copied), writes the
 `eval/return_mean`, `eval/return_std`, … row and one console line. The step of the next
-evaluation is `counters.next_eval` (checkpointed, so a resumed run keeps the schedule).
+evaluation is `counters.next_eval` (checkpointed, so a resumed run keeps the schedule), the next
+multiple of `run.eval_every` after the step an evaluation ran at: the grid holds where a vector step
+overshoots it or a resume recovers more env steps than the checkpoint had seen.
 `run_episodes` (evaluate.py) plays the episodes.
 """
 
@@ -38,7 +40,8 @@ class Evaluator:
 
     def run(self, now: float | None = None) -> None:
         self.evaluate_and_log()
-        self.counters.next_eval = self.counters.step + self.cfg.run.eval_every
+        every = self.cfg.run.eval_every
+        self.counters.next_eval = (self.counters.step // every + 1) * every
 
     def final(self) -> None:
         """The evaluation at the end of the run, when `run.eval_final` asks for it."""
