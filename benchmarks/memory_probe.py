@@ -14,7 +14,13 @@ Under a random policy a memoryless predictor knows only the base rate (e.g. 1/4 
 RepeatFirst), which scores 0; a model that remembers perfectly scores 1. It is reported over all
 steps and by the step within the episode (1-10, 11-30, 31+), which shows how far back the memory
 reaches, beside the R² of the head's mean (the reward imagination uses), which the head's spread
-over its wide symexp bins can push far below 0 at POPGym's small rewards (±1/50 per step). A
+over its wide symexp bins can push far below 0 at POPGym's small rewards (±1/50 per step).
+
+Where the task's observation is categorical (the card tasks), the probe also asks whether the cue
+reaches h at all, apart from the reward: a linear softmax probe reads the episode's first
+observation from h_t alone in each bucket (fitted on half the held-out episodes, accuracy on the
+other half; chance is 1/classes). High accuracy beside zero reward memory says the readout of the
+reward is what fails; chance says the recurrent state forgot the cue. A
 variant is a list of presets and overrides, as in memory.py; the default variants each change one
 of the levers the memory issue names.
 
@@ -67,7 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME [ITEM]")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=20_000, help="random-policy env steps to train on")
-    parser.add_argument("--episodes", type=int, default=100, help="held-out episodes")
+    parser.add_argument("--episodes", type=int, default=200, help="held-out episodes")
     parser.add_argument("--updates", type=int, default=1500)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
@@ -127,18 +133,28 @@ def windows(stream: dict[str, np.ndarray], batch: int, length: int, rng: np.rand
 
 
 @torch.no_grad()
-def reward_memory(agent: DreamerAgent, held_out: dict[str, torch.Tensor]) -> dict[str, float]:
-    """How much of the reward's sign the reward head predicts on held-out episodes, each observed
-    from its first step: 1 - BCE(sign | model) / H(sign), over the steps with a nonzero reward
-    (all, and by step within the episode); and the R² of the head's mean over the same steps."""
+def held_out_memory(agent: DreamerAgent, held_out: dict[str, torch.Tensor], cue_key: str | None) -> dict[str, float]:
+    """The reward head's memory (`reward_memory`) and, for a task with a categorical observation,
+    how well h_t alone holds the episode's first observation (`cue_memory`), on held-out episodes
+    each observed from its first step."""
     agent.eval()
     E = held_out["is_first"].shape[0]
     _, post, _ = agent.wm.loss(held_out, agent.wm.initial(E, agent.device))
-    head = agent.wm.reward(agent.wm.features(post))
+    result = reward_memory(agent.wm.reward(agent.wm.features(post)), held_out["reward"])
+    if cue_key is not None:
+        result.update(cue_memory(post["deter"].float(), held_out[cue_key][:, 0].argmax(-1)))
+    agent.train()
+    return result
+
+
+def reward_memory(head, reward: torch.Tensor) -> dict[str, float]:
+    """How much of the reward's sign (E, L) the reward head's distribution predicts: 1 - BCE(sign |
+    model) / H(sign), over the steps with a nonzero reward (all, and by step within the episode);
+    and the R² of the head's mean over the same steps."""
     probs = head.logits.float().softmax(-1)  # (E, L, bins)
     positive, negative = probs[..., head.bins > 0].sum(-1), probs[..., head.bins < 0].sum(-1)
     p = (positive / (positive + negative)).clamp(1e-6, 1 - 1e-6)  # P(reward > 0 | reward != 0)
-    reward, mean = held_out["reward"], head.mean()
+    mean = head.mean()
     t = torch.arange(reward.shape[1]).expand_as(reward)
     result = {}
     for name, (lo, hi) in [("all", (1, 10_000)), *[(bucket_name(lo, hi), (lo, hi)) for lo, hi in BUCKETS]]:
@@ -152,8 +168,43 @@ def reward_memory(agent: DreamerAgent, held_out: dict[str, torch.Tensor]) -> dic
             if name == "all":
                 r = reward[keep]
                 result["r2_mean"] = float(1.0 - ((r - mean[keep]) ** 2).mean() / r.var(unbiased=False).clamp_min(1e-12))
-    agent.train()
     return result
+
+
+def cue_memory(deter: torch.Tensor, cue: torch.Tensor) -> dict[str, float]:
+    """Accuracy of a linear softmax probe reading the first observation's class cue (E,) from h_t
+    (E, L, D) at the steps of each bucket: fitted (L-BFGS, standardised h, a small L2 penalty) on
+    the first half of the episodes, scored on the other half. Chance is 1 / classes: h has
+    forgotten the cue; 1: h holds it where a linear readout finds it."""
+    half, classes = deter.shape[0] // 2, int(cue.max()) + 1
+    result = {}
+    for lo, hi in BUCKETS:
+        steps = torch.arange(lo, min(hi, deter.shape[1] - 1) + 1)
+        x = deter[:, steps]  # (E, S, D)
+        mu, sd = x[:half].flatten(0, 1).mean(0), x[:half].flatten(0, 1).std(0) + 1e-6
+        x = (x - mu) / sd
+        y = cue[:, None].expand(-1, len(steps))
+        weight, bias = fit_linear_probe(x[:half].flatten(0, 1), y[:half].flatten(), classes)
+        right = (x[half:] @ weight + bias).argmax(-1) == y[half:]
+        result[f"cue {bucket_name(lo, hi)}"] = float(right.float().mean())
+    return result
+
+
+def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression x (N, D) → y (N,) by L-BFGS with a 1e-3 L2 penalty: (D, C), (C,)."""
+    weight = torch.zeros(x.shape[-1], classes, requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weight + bias, y) + 1e-3 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return weight.detach(), bias.detach()
 
 
 def bucket_name(lo: int, hi: int) -> str:
@@ -169,6 +220,7 @@ def probe(args, name: str, items: list[str], seed: int) -> dict[str, Any]:
         data["reward"] = data["reward"] * np.float32(args.reward_scale)
     agent = DreamerAgent(env.obs_space, env.act_space, cfg)
     held = agent.to_tensors({k: v[:args.episodes] for k, v in held_out.items()})
+    cue_key = next((k for k, spec in env.obs_space.items() if len(getattr(spec, "classes", ()) or ()) == 1), None)
     rng = np.random.default_rng(seed)
     curve, start = [], time.monotonic()
     for update in range(1, args.updates + 1):
@@ -181,22 +233,26 @@ def probe(args, name: str, items: list[str], seed: int) -> dict[str, Any]:
         for optimizer in agent.optimizers.values():
             optimizer.step()
         if update % args.eval_every == 0 or update == args.updates:
-            curve.append({"update": update, "loss_rew": float(losses["rew"].mean()), **reward_memory(agent, held)})
+            curve.append({"update": update, "loss_rew": float(losses["rew"].detach().mean()), **held_out_memory(agent, held, cue_key)})
             print(f"{args.task} {name} seed {seed}: {curve[-1]}", flush=True)
     return {"variant": name, "items": items, "seed": seed, "curve": curve, "wall_s": time.monotonic() - start}
 
 
 def markdown(summary: dict[str, Any]) -> str:
     keys = ["all", *[bucket_name(lo, hi) for lo, hi in BUCKETS], "r2_mean"]
+    cues = [f"cue {bucket_name(lo, hi)}" for lo, hi in BUCKETS]
+    keys += [k for k in cues if any(k in r["curve"][-1] for runs in summary["variants"].values() for r in runs)]
     lines = [f"# Memory probe on {summary['task']}: what the world model alone remembers of the reward", "",
              (f"Commit `{summary['git_commit'][:12]}`, {summary['machine']}, {summary['date']}. World model only, "
               f"{summary['updates']:,} updates on {summary['steps']:,} random-policy steps; on {summary['episodes']} held-out episodes "
               "the fraction of the reward sign's entropy the reward head removes (0 = a memoryless predictor, 1 = "
-              "perfect memory), over all steps and by step within the episode, and the R² of the head's mean. "
+              "perfect memory), over all steps and by step within the episode, and the R² of the head's mean; "
+              "where the observation is categorical, the accuracy of a linear probe reading the episode's first "
+              "observation from h_t alone (chance 1/classes; fitted on half the held-out episodes, scored on the rest). "
               "Mean over seeds (each seed)."
               + (f" Rewards multiplied by {summary['reward_scale']:g}." if summary.get("reward_scale", 1) != 1 else "")),
              "",
-             "| variant | overrides | " + " | ".join(COLUMNS.get(k, f"memory, steps {k}") for k in keys) + " | wall per run |",
+             "| variant | overrides | " + " | ".join(COLUMNS.get(k, f"first obs in h, steps {k[4:]}" if k.startswith("cue") else f"memory, steps {k}") for k in keys) + " | wall per run |",
              "|---|---|" + "---|" * len(keys) + "---|"]
     for name, runs in summary["variants"].items():
         finals = [r["curve"][-1] for r in runs]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import memory
@@ -90,5 +91,17 @@ def test_a_tiny_probe_reports_the_reward_r2_by_step(tmp_path):
     summary = json.loads((tmp_path / "memory_probe_RepeatFirstEasy.json").read_text())
     (result,) = summary["variants"]["tiny"]
     assert [c["update"] for c in result["curve"]] == [1, 2]
-    assert set(result["curve"][-1]) >= {"all", "1-10", "11-30", "31-", "r2_mean"}
+    assert set(result["curve"][-1]) >= {"all", "1-10", "11-30", "31-", "r2_mean", "cue 1-10", "cue 31-"}
     assert all(np.isfinite(result["curve"][-1][k]) and result["curve"][-1][k] <= 1.0 for k in ("all", "31-"))
+
+
+def test_the_cue_probe_finds_a_cue_h_holds_and_scores_chance_where_h_forgot_it():
+    import memory_probe
+
+    generator = torch.Generator().manual_seed(0)
+    cue = torch.randint(0, 4, (200,), generator=generator)  # (E,) the first card of each episode
+    deter = torch.randn(200, 51, 8, generator=generator)  # (E, L, D) noise ...
+    deter[:, :11, :4] += 3.0 * torch.nn.functional.one_hot(cue, 4)[:, None].float()  # ... holding the cue to step 10
+    result = memory_probe.cue_memory(deter, cue)
+    assert result["cue 1-10"] > 0.95
+    assert abs(result["cue 11-30"] - 0.25) < 0.12 and abs(result["cue 31-"] - 0.25) < 0.12  # chance: 1/4
