@@ -50,6 +50,7 @@ from memory import TASKS, env_id, machine
 
 from reverie import config as config_lib
 from reverie.agents.dreamer import DreamerAgent
+from reverie.agents.dreamer.world_model import classes_of
 from reverie.envs import make_env
 
 MODEL_LOSSES = ("rec", "rew", "con", "dyn", "rep")
@@ -133,16 +134,17 @@ def windows(stream: dict[str, np.ndarray], batch: int, length: int, rng: np.rand
 
 
 @torch.no_grad()
-def held_out_memory(agent: DreamerAgent, held_out: dict[str, torch.Tensor], cue_key: str | None) -> dict[str, float]:
+def held_out_memory(agent: DreamerAgent, held_out: dict[str, torch.Tensor], cue: tuple[str, int] | None) -> dict[str, float]:
     """The reward head's memory (`reward_memory`) and, for a task with a categorical observation,
-    how well h_t alone holds the episode's first observation (`cue_memory`), on held-out episodes
-    each observed from its first step."""
+    how well h_t alone holds the episode's first observation (`cue_memory`; cue: that key and its
+    number of classes), on held-out episodes each observed from its first step."""
     agent.eval()
     E = held_out["is_first"].shape[0]
     _, post, _ = agent.wm.loss(held_out, agent.wm.initial(E, agent.device))
     result = reward_memory(agent.wm.reward(agent.wm.features(post)), held_out["reward"])
-    if cue_key is not None:
-        result.update(cue_memory(post["deter"].float(), held_out[cue_key][:, 0].argmax(-1)))
+    if cue is not None:
+        key, classes = cue
+        result.update(cue_memory(post["deter"].float(), held_out[key][:, 0].argmax(-1), classes))
     agent.train()
     return result
 
@@ -171,12 +173,12 @@ def reward_memory(head, reward: torch.Tensor) -> dict[str, float]:
     return result
 
 
-def cue_memory(deter: torch.Tensor, cue: torch.Tensor) -> dict[str, float]:
+def cue_memory(deter: torch.Tensor, cue: torch.Tensor, classes: int) -> dict[str, float]:
     """Accuracy of a linear softmax probe reading the first observation's class cue (E,) from h_t
     (E, L, D) at the steps of each bucket: fitted (L-BFGS, standardised h, a small L2 penalty) on
     the first half of the episodes, scored on the other half. Chance is 1 / classes: h has
     forgotten the cue; 1: h holds it where a linear readout finds it."""
-    half, classes = deter.shape[0] // 2, int(cue.max()) + 1
+    half = deter.shape[0] // 2
     result = {}
     for lo, hi in BUCKETS:
         steps = torch.arange(lo, min(hi, deter.shape[1] - 1) + 1)
@@ -220,7 +222,7 @@ def probe(args, name: str, items: list[str], seed: int) -> dict[str, Any]:
         data["reward"] = data["reward"] * np.float32(args.reward_scale)
     agent = DreamerAgent(env.obs_space, env.act_space, cfg)
     held = agent.to_tensors({k: v[:args.episodes] for k, v in held_out.items()})
-    cue_key = next((k for k, spec in env.obs_space.items() if len(getattr(spec, "classes", ()) or ()) == 1), None)
+    cue = next(((k, classes_of(spec)[0]) for k, spec in env.obs_space.items() if len(classes_of(spec)) == 1), None)
     rng = np.random.default_rng(seed)
     curve, start = [], time.monotonic()
     for update in range(1, args.updates + 1):
@@ -233,9 +235,15 @@ def probe(args, name: str, items: list[str], seed: int) -> dict[str, Any]:
         for optimizer in agent.optimizers.values():
             optimizer.step()
         if update % args.eval_every == 0 or update == args.updates:
-            curve.append({"update": update, "loss_rew": float(losses["rew"].detach().mean()), **held_out_memory(agent, held, cue_key)})
+            curve.append({"update": update, "loss_rew": float(losses["rew"].detach().mean()), **held_out_memory(agent, held, cue)})
             print(f"{args.task} {name} seed {seed}: {curve[-1]}", flush=True)
     return {"variant": name, "items": items, "seed": seed, "curve": curve, "wall_s": time.monotonic() - start}
+
+
+def column_title(key: str) -> str:
+    if key in COLUMNS:
+        return COLUMNS[key]
+    return f"first obs in h, steps {key[4:]}" if key.startswith("cue ") else f"memory, steps {key}"
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -252,7 +260,7 @@ def markdown(summary: dict[str, Any]) -> str:
               "Mean over seeds (each seed)."
               + (f" Rewards multiplied by {summary['reward_scale']:g}." if summary.get("reward_scale", 1) != 1 else "")),
              "",
-             "| variant | overrides | " + " | ".join(COLUMNS.get(k, f"first obs in h, steps {k[4:]}" if k.startswith("cue") else f"memory, steps {k}") for k in keys) + " | wall per run |",
+             "| variant | overrides | " + " | ".join(column_title(k) for k in keys) + " | wall per run |",
              "|---|---|" + "---|" * len(keys) + "---|"]
     for name, runs in summary["variants"].items():
         finals = [r["curve"][-1] for r in runs]

@@ -102,6 +102,6 @@ def test_the_cue_probe_finds_a_cue_h_holds_and_scores_chance_where_h_forgot_it()
     cue = torch.randint(0, 4, (200,), generator=generator)  # (E,) the first card of each episode
     deter = torch.randn(200, 51, 8, generator=generator)  # (E, L, D) noise ...
     deter[:, :11, :4] += 3.0 * torch.nn.functional.one_hot(cue, 4)[:, None].float()  # ... holding the cue to step 10
-    result = memory_probe.cue_memory(deter, cue)
+    result = memory_probe.cue_memory(deter, cue, 4)
     assert result["cue 1-10"] > 0.95
     assert abs(result["cue 11-30"] - 0.25) < 0.12 and abs(result["cue 31-"] - 0.25) < 0.12  # chance: 1/4
