@@ -189,3 +189,30 @@ def test_train_every_runs_the_earned_updates_in_bursts(tmp_path):
     assert by_step[249] == 0 and by_step[250] == 150 // 4 and by_step[499] == by_step[250]
     assert by_step[500] == 400 // 4 and result["updates"] == 100
     assert np.isfinite([r for r in rows if r["step"] == 500][0]["loss/total"])
+
+
+def test_update_gate_bias_sets_how_much_of_h_the_gru_keeps():
+    """h' = u·tanh(σ(r)·c) + (1 − u)·h with u = σ(x + bias): hand-computed at x = 0, and a core built
+    with a low `model.rssm.update_bias` keeps more of its state through steps of new input."""
+    from reverie.agents.dreamer.rssm import gru_update
+    zero, h = torch.zeros(1, 2), torch.tensor([[0.5, -0.5]])
+    cand = torch.full((1, 2), 2.0)
+    u = 1 / (1 + math.exp(1.0))  # σ(−1)
+    expected = u * math.tanh(0.5 * 2.0) + (1 - u) * h
+    torch.testing.assert_close(gru_update(zero, cand, zero, h), expected)
+    u4 = 1 / (1 + math.exp(4.0))
+    torch.testing.assert_close(gru_update(zero, cand, zero, h, -4.0), u4 * math.tanh(1.0) + (1 - u4) * h)
+
+    def kept(bias: float) -> float:
+        torch.manual_seed(0)
+        cfg = C.make_config(C.compose_presets(["debug"]), [f"model.rssm.update_bias={bias}"])
+        rssm = RSSM(cfg.model.rssm, token_dim=8, action_dim=2)
+        start = torch.rand(64, cfg.model.rssm.deter) * 2 - 1
+        deter = start
+        for _ in range(10):
+            stoch = torch.nn.functional.one_hot(torch.randint(cfg.model.rssm.classes, (64, cfg.model.rssm.stoch)),
+                                                cfg.model.rssm.classes).float()
+            deter = rssm.core(deter, stoch, torch.randn(64, 2))
+        return float(torch.corrcoef(torch.stack([start.flatten(), deter.detach().flatten()]))[0, 1])
+
+    assert kept(-4.0) > 0.5 > kept(-1.0)

@@ -86,6 +86,9 @@ class RSSMConfig:
     img_layers: int = 2
     obs_layers: int = 1
     dyn_layers: int = 1
+    # added to the GRU update gate's input, u = σ(x + update_bias); official −1 (h keeps ~0.73^t at init);
+    # lower holds the state longer from the start (chrono init; the memory preset, issue 21)
+    update_bias: float = -1.0
     free_nats: float = 1.0
     free_average: bool = False  # clip the batch-mean KL at free_nats (DreamerV1/V2) instead of each step's
     latent: str = "categorical"  # categorical (stoch × classes) | gaussian (stoch Normal dims; classes unused)

@@ -12,8 +12,8 @@ the std before the softplus (…, S, 2).
 The sequence model (`model.rssm.core`) is
     block: the current DreamerV3 block-diagonal GRU over separate projections of h, z and a;
     gru:   one GRU cell, gates = Norm(W[x, h]), on x = Dense([z, a]) (DreamerV3 2023, V2, V1).
-Both use the candidate tanh(r ⊙ c) and an update-gate bias of −1. `is_first` resets the state to
-zeros or, with `model.rssm.initial=learned` (2023), to h_0 = tanh(w) and z_0 = the prior's mode.
+Both use the candidate tanh(r ⊙ c) and an update-gate bias (`update_bias`, official −1).
+`is_first` resets the state to zeros or, with `model.rssm.initial=learned` (2023), to h_0 = tanh(w) and z_0 = the prior's mode.
 """
 
 from __future__ import annotations
@@ -29,10 +29,14 @@ from reverie.nn.distributions import Normal, OneHotCategorical
 from reverie.nn.layers import BlockLinear, Dense, Linear, Norm, get_act
 
 
-def gru_update(reset, cand, update, deter):
-    """h' = u ⊙ tanh(σ(r) ⊙ c) + (1 − u) ⊙ h with u = σ(update − 1)."""
+def gru_update(reset, cand, update, deter, update_bias: float = -1.0):
+    """h' = u ⊙ tanh(σ(r) ⊙ c) + (1 − u) ⊙ h with u = σ(update + update_bias).
+
+    The official bias is −1: at initialisation u ≈ 0.27, so h keeps about 0.73^t of what it held t
+    steps ago. A lower bias (`model.rssm.update_bias`, e.g. −4: u ≈ 0.02) starts the GRU with a
+    memory of tens of steps, the "chrono" idea of Tallec & Ollivier (2018)."""
     cand = torch.tanh(torch.sigmoid(reset) * cand)
-    update = torch.sigmoid(update - 1.0)
+    update = torch.sigmoid(update + update_bias)
     return update * cand + (1 - update) * deter
 
 
@@ -43,7 +47,7 @@ class BlockGRU(nn.Module):
     def __init__(self, cfg: RSSMConfig, stoch_dim: int, action_dim: int, norm: str, act: str):
         super().__init__()
         D, H, G = cfg.deter, cfg.hidden, cfg.blocks
-        self.blocks = G
+        self.blocks, self.update_bias = G, cfg.update_bias
         self.in_deter = Dense(D, H, norm, act)
         self.in_stoch = Dense(stoch_dim, H, norm, act)
         self.in_action = Dense(action_dim, H, norm, act)
@@ -62,7 +66,7 @@ class BlockGRU(nn.Module):
         x = torch.cat([deter.reshape(n, G, -1), x.unsqueeze(1).expand(n, G, x.shape[-1])], -1)  # (N, G, D/G + 3H)
         x = self.dyn_hidden(x.reshape(n, -1))
         reset, cand, update = self.gates(x).reshape(n, G, 3, -1).unbind(2)  # (N, G, D/G) each
-        return gru_update(reset, cand, update, deter.reshape(n, G, -1)).reshape(n, -1)
+        return gru_update(reset, cand, update, deter.reshape(n, G, -1), self.update_bias).reshape(n, -1)
 
     gru_update = staticmethod(gru_update)  # for kernels that run this core's steps their own way
 
@@ -73,6 +77,7 @@ class GRU(nn.Module):
     def __init__(self, cfg: RSSMConfig, stoch_dim: int, action_dim: int, norm: str, act: str):
         super().__init__()
         D, H = cfg.deter, cfg.hidden
+        self.update_bias = cfg.update_bias
         self.inputs = Dense(stoch_dim + action_dim, H, norm, act)
         norm = cfg.cell_norm or norm
         self.gates = nn.Sequential(Linear(H + D, 3 * D, bias=norm == "none"), Norm(3 * D, norm))
@@ -81,7 +86,7 @@ class GRU(nn.Module):
         """(N, D), (N, S·K), (N, A) → (N, D)."""
         x = self.inputs(torch.cat([stoch, action], -1))
         reset, cand, update = self.gates(torch.cat([x, deter], -1)).chunk(3, -1)  # (N, D) each
-        return gru_update(reset, cand, update, deter)
+        return gru_update(reset, cand, update, deter, self.update_bias)
 
     gru_update = staticmethod(gru_update)
 
