@@ -1,7 +1,7 @@
 """The pieces that define the older family members, asserted directly: Gaussian latents, KL
 balancing and batch-mean free nats, symlog-space bins, the tanh-Normal policy, dynamics backprop
 reaching the actor through the model (and nothing else), the copied target critic, Adam with
-global-norm clipping, the learnt initial state and the training schedule."""
+global-norm clipping, the learnt initial state, the GRU's update-gate bias and the training schedule."""
 
 from __future__ import annotations
 
@@ -196,12 +196,10 @@ def test_update_gate_bias_sets_how_much_of_h_the_gru_keeps():
     with a low `model.rssm.update_bias` keeps more of its state through steps of new input."""
     from reverie.agents.dreamer.rssm import gru_update
     zero, h = torch.zeros(1, 2), torch.tensor([[0.5, -0.5]])
-    cand = torch.full((1, 2), 2.0)
-    u = 1 / (1 + math.exp(1.0))  # σ(−1)
-    expected = u * math.tanh(0.5 * 2.0) + (1 - u) * h
-    torch.testing.assert_close(gru_update(zero, cand, zero, h), expected)
-    u4 = 1 / (1 + math.exp(4.0))
-    torch.testing.assert_close(gru_update(zero, cand, zero, h, -4.0), u4 * math.tanh(1.0) + (1 - u4) * h)
+    cand = torch.full((1, 2), 2.0)  # with reset 0: tanh(σ(0) · 2) = tanh(1)
+    for bias, kwargs in ((-1.0, {}), (-4.0, {"update_bias": -4.0})):  # the default is the official −1
+        u = 1 / (1 + math.exp(-bias))  # σ(bias)
+        torch.testing.assert_close(gru_update(zero, cand, zero, h, **kwargs), u * math.tanh(1.0) + (1 - u) * h)
 
     def kept(bias: float) -> float:
         torch.manual_seed(0)
