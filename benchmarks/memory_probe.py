@@ -62,9 +62,11 @@ LEVERS = {  # name -> overrides; each changes one thing against `default`
     "rew_scale10": ["loss_scales.rew=10"],
     "deter1024": ["model.rssm.deter=1024"],
     "gru_core": ["model.rssm.core=gru"],
+    "update_bias-4": ["model.rssm.update_bias=-4"],
 }
 BUCKETS = ((1, 10), (11, 30), (31, 10_000))
-COLUMNS = {"all": "memory, all steps", "r2_mean": "R² of the mean"}
+COLUMNS = {"all": "memory, all steps", "r2_mean": "R² of the mean",
+           "p_right_1": "P(r > 0) at step 1, right / wrong answers"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -170,6 +172,9 @@ def reward_memory(head, reward: torch.Tensor) -> dict[str, float]:
             if name == "all":
                 r = reward[keep]
                 result["r2_mean"] = float(1.0 - ((r - mean[keep]) ** 2).mean() / r.var(unbiased=False).clamp_min(1e-12))
+    first = reward[:, 1]  # at step 1 both parts of the answer (a_0, the first obs) are one step back
+    if (first > 0).any() and (first < 0).any():
+        result["p_right_1"], result["p_wrong_1"] = float(p[:, 1][first > 0].mean()), float(p[:, 1][first < 0].mean())
     return result
 
 
@@ -247,7 +252,7 @@ def column_title(key: str) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    keys = ["all", *[bucket_name(lo, hi) for lo, hi in BUCKETS], "r2_mean"]
+    keys = ["all", *[bucket_name(lo, hi) for lo, hi in BUCKETS], "r2_mean", "p_right_1"]
     cues = [f"cue {bucket_name(lo, hi)}" for lo, hi in BUCKETS]
     keys += [k for k in cues if any(k in r["curve"][-1] for runs in summary["variants"].values() for r in runs)]
     lines = [f"# Memory probe on {summary['task']}: what the world model alone remembers of the reward", "",
@@ -267,7 +272,11 @@ def markdown(summary: dict[str, Any]) -> str:
         cells = []
         for key in keys:
             values = [f[key] for f in finals if key in f]
-            cells.append(f"{np.mean(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})" if values else "—")
+            if key == "p_right_1" and values:
+                wrong = [f["p_wrong_1"] for f in finals if key in f]
+                cells.append(f"{np.mean(values):.3f} / {np.mean(wrong):.3f}")
+            else:
+                cells.append(f"{np.mean(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})" if values else "—")
         wall = np.mean([r["wall_s"] for r in runs]) / 60
         lines.append(f"| `{name}` | {' '.join(runs[0]['items']) or '—'} | " + " | ".join(cells) + f" | {wall:.1f} min |")
     lines += ["", "```", summary["command"], "```", ""]

@@ -105,3 +105,17 @@ def test_the_cue_probe_finds_a_cue_h_holds_and_scores_chance_where_h_forgot_it()
     result = memory_probe.cue_memory(deter, cue, 4)
     assert result["cue 1-10"] > 0.95
     assert abs(result["cue 11-30"] - 0.25) < 0.12 and abs(result["cue 31-"] - 0.25) < 0.12  # chance: 1/4
+
+
+def test_the_step_one_readout_splits_the_heads_belief_by_right_and_wrong_answers():
+    import memory_probe
+    from reverie.nn.distributions import TwoHot
+
+    reward = torch.full((4, 5), 0.02)  # (E, L) episodes 0, 1 answered right at step 1, episodes 2, 3 wrong
+    reward[2:, 1] = -0.02
+    p_positive = torch.full((4, 5), 0.5)
+    p_positive[:2, 1], p_positive[2:, 1] = 0.9, 0.2  # the head's P(r > 0) at step 1
+    probs = torch.stack([1 - p_positive, torch.zeros_like(p_positive), p_positive], -1)  # bins -1, 0, 1
+    head = TwoHot(probs.log(), torch.tensor([-1.0, 0.0, 1.0]))
+    result = memory_probe.reward_memory(head, reward)
+    assert result["p_right_1"] == pytest.approx(0.9) and result["p_wrong_1"] == pytest.approx(0.2)
