@@ -82,6 +82,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reward-scale", type=float, default=1.0,
                         help="multiply the task's rewards (a diagnostic of the reward's size, not a config key)")
+    parser.add_argument("--from-episode-start", action="store_true",
+                        help="every training window begins at an episode's first step (with batch_length=3: a third "
+                             "of the samples are step 1, whose answer needs no memory beyond one step)")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--tag", default="")
     args = parser.parse_args(argv)
@@ -129,8 +132,15 @@ def episodes_of(stream: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.stack([v[s:s + length] for s in starts[:-1]]) for k, v in stream.items()}
 
 
-def windows(stream: dict[str, np.ndarray], batch: int, length: int, rng: np.random.Generator) -> dict:
-    starts = rng.integers(0, len(stream["is_first"]) - length, batch)
+def windows(stream: dict[str, np.ndarray], batch: int, length: int, rng: np.random.Generator,
+            from_episode_start: bool = False) -> dict:
+    """`batch` windows of `length` steps {key: (batch, length, ...)}, starting anywhere in the stream
+    (as replay samples them) or, with `from_episode_start`, at episodes' first steps."""
+    if from_episode_start:
+        firsts = np.flatnonzero(stream["is_first"])
+        starts = rng.choice(firsts[firsts <= len(stream["is_first"]) - length], batch)
+    else:
+        starts = rng.integers(0, len(stream["is_first"]) - length, batch)
     index = starts[:, None] + np.arange(length)[None]
     return {k: v[index] for k, v in stream.items()}
 
@@ -231,7 +241,7 @@ def probe(args, name: str, items: list[str], seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     curve, start = [], time.monotonic()
     for update in range(1, args.updates + 1):
-        data = agent.to_tensors(windows(stream, cfg.batch_size, cfg.batch_length, rng))
+        data = agent.to_tensors(windows(stream, cfg.batch_size, cfg.batch_length, rng, args.from_episode_start))
         losses, _, _ = agent.wm.loss(data, agent.wm.initial(cfg.batch_size, agent.device))
         total = sum(agent.scales[k] * losses[k].float().mean() for k in MODEL_LOSSES)
         for optimizer in agent.optimizers.values():
@@ -263,7 +273,8 @@ def markdown(summary: dict[str, Any]) -> str:
               "where the observation is categorical, the accuracy of a linear probe reading the episode's first "
               "observation from h_t alone (chance 1/classes; fitted on half the held-out episodes, scored on the rest). "
               "Mean over seeds (each seed)."
-              + (f" Rewards multiplied by {summary['reward_scale']:g}." if summary.get("reward_scale", 1) != 1 else "")),
+              + (f" Rewards multiplied by {summary['reward_scale']:g}." if summary.get("reward_scale", 1) != 1 else "")
+              + (" Every training window begins at an episode's first step." if summary.get("from_episode_start") else "")),
              "",
              "| variant | overrides | " + " | ".join(column_title(k) for k in keys) + " | wall per run |",
              "|---|---|" + "---|" * len(keys) + "---|"]
@@ -291,6 +302,7 @@ def main(argv: list[str]) -> int:
     summary = {"task": args.task, "command": args.command, "git_commit": git("rev-parse", "HEAD"), "machine": machine(),
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "steps": args.steps,
                "episodes": args.episodes, "updates": args.updates, "reward_scale": args.reward_scale, "seeds": args.seeds,
+               "from_episode_start": args.from_episode_start,
                "variants": variants}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
