@@ -121,6 +121,7 @@ def test_the_cue_probe_finds_a_cue_h_holds_and_scores_chance_where_h_forgot_it()
 
 def test_the_step_one_readout_splits_the_heads_belief_by_right_and_wrong_answers():
     import memory_probe
+
     from reverie.nn.distributions import TwoHot
 
     reward = torch.full((4, 5), 0.02)  # (E, L) episodes 0, 1 answered right at step 1, episodes 2, 3 wrong
