@@ -81,7 +81,6 @@ def test_the_probe_stacks_whole_episodes_and_refuses_ragged_ones():
         memory_probe.episodes_of(stream)
 
 
-
 def test_episode_start_windows_begin_at_first_steps_that_leave_room_for_a_whole_window():
     import memory_probe
 
@@ -92,6 +91,7 @@ def test_episode_start_windows_begin_at_first_steps_that_leave_room_for_a_whole_
     assert set(batch["step"][:, 0].tolist()) == {0, 4, 8} and batch["is_first"][:, 0].all()
     batch = memory_probe.windows(stream, 50, 5, np.random.default_rng(0), from_episode_start=True)
     assert set(batch["step"][:, 0].tolist()) == {0, 4}  # from step 8 a window of 5 would run off the stream
+
 
 def test_a_tiny_probe_reports_the_reward_r2_by_step(tmp_path):
     pytest.importorskip("popgym")
